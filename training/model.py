@@ -11,7 +11,7 @@ the text ended here".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -111,9 +111,13 @@ class SentimentRNN(nn.Module):
         self.head_dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size * config.num_directions, config.num_labels)
 
-    def final_hidden(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> input vectors (B, T, E), with dropout in training mode."""
+        embedded: torch.Tensor = self.embedding_dropout(self.embedding(ids))
+        return embedded
+
+    def final_hidden(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Last layer's final hidden state per text, both directions concatenated: (B, D*H)."""
-        embedded = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         # Packing makes the recurrence stop at each text's own length, so a text's result
         # never depends on how much padding its batch-mates forced on it.
         packed = pack_padded_sequence(
@@ -124,10 +128,14 @@ class SentimentRNN(nn.Module):
         last = h_n.view(self.config.num_layers, self.config.num_directions, -1, h_n.size(-1))[-1]
         return torch.cat(list(last), dim=-1)  # (B, D*H)
 
+    def classify(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_labels) from input vectors (B, T, E); gradients can reach them."""
+        logits: torch.Tensor = self.head(self.head_dropout(self.final_hidden(embedded, lengths)))
+        return logits
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_labels) for padded token ids (B, T) with true lengths (B,)."""
-        logits: torch.Tensor = self.head(self.head_dropout(self.final_hidden(ids, lengths)))
-        return logits
+        return self.classify(self.embed(ids), lengths)
 
     def forward_steps(self, ids: torch.Tensor) -> StepStates:
         """Trace one unpadded text (T,) step by step through every layer (eval mode only).
@@ -201,3 +209,16 @@ class SentimentRNN(nn.Module):
             cell=stacked(cs) if cs else None,
             gates={name: stacked(steps) for name, steps in gate_steps.items()},
         )
+
+
+def pad_ids(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into ids (B, T_max) and lengths (B,); every list non-empty."""
+    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.long)
+    if lengths.numel() == 0 or int(lengths.min()) < 1:
+        raise ValueError("every sequence needs at least one token")
+    ids = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    return ids, lengths
