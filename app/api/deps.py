@@ -1,0 +1,76 @@
+"""Dependencies shared by the routes: the runtime, the JSON body check, the API key check."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from app.errors import ApiError, UnavailableError
+from app.runtime import Runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """The loaded runtime, or 503 while the model is not (or no longer) ready."""
+    runtime: Runtime | None = getattr(request.state, "runtime", None)
+    if runtime is None or not runtime.ready:
+        retry_after = runtime.settings.retry_after_s if runtime is not None else 1
+        raise UnavailableError(
+            "not_ready", "The model is not loaded yet; retry later.", retry_after
+        )
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def require_json(request: Request) -> None:
+    """415 unless a request that carries a body says it is JSON."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        if not has_body:
+            return
+    else:
+        media_type = content_type.partition(";")[0].strip().lower()
+        if media_type == "application/json" or (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        ):
+            return
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "Request bodies must be JSON: send 'Content-Type: application/json'.",
+    )
+
+
+def api_key_auth(keys: Sequence[SecretStr]) -> Callable[..., Awaitable[None]]:
+    """A dependency checking `Authorization: Bearer <key>` against `keys` in constant time."""
+    expected = [key.get_secret_value().encode("utf-8") for key in keys]
+    bearer = HTTPBearer(
+        auto_error=False, scheme_name="ApiKey", description="One of the keys in APP_API_KEYS."
+    )
+
+    async def check_api_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> None:
+        offered = credentials.credentials.encode("utf-8") if credentials else b""
+        # Compared with every key, so the timing tells neither a key nor which one matched.
+        matched = False
+        for key in expected:
+            matched |= hmac.compare_digest(offered, key)
+        if not matched:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "A valid API key is required: send 'Authorization: Bearer <key>'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check_api_key

@@ -1,0 +1,254 @@
+"""Micro-batching: concurrent requests share one forward pass; overload is refused, not queued.
+
+An RNN's forward pass over 32 short texts costs a few times one text's, not 32 times, so
+texts from concurrent requests are gathered into one batch. The batcher never waits on a timer
+when the model is idle (PERFORMANCE.md: a fixed window costs a lone request its full length):
+the worker takes whatever is queued the moment the model is free, and texts that arrive while
+a batch runs form the next one. `max_wait_s > 0` adds an optional wait for a fuller batch.
+
+Backpressure: the queue holds at most `queue_size` texts. A request that does not fit is
+refused at once with `OverloadedError` (503 + Retry-After upstream) instead of joining an unbounded
+line, and every request has a deadline (`DeadlineExceededError`) covering its wait and its batch.
+
+The model runs on `executor` (one dedicated thread, so torch is only ever entered from one
+place), or on the event loop itself when `executor` is None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+logger = logging.getLogger("app.batching")
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+T = TypeVar("T")
+
+
+class OverloadedError(Exception):
+    """The queue is full (or the batcher is stopping): refuse now, the client retries later."""
+
+
+class DeadlineExceededError(Exception):
+    """The request's deadline passed before its results were ready."""
+
+
+class BatchObserver(Protocol):
+    """Receives measurements (`app.metrics.Metrics` implements it)."""
+
+    def observe_batch(self, size: int, seconds: float) -> None: ...
+
+    def set_queue_depth(self, depth: int) -> None: ...
+
+    def count_rejection(self, reason: str) -> None: ...
+
+
+class _NullObserver:
+    def observe_batch(self, size: int, seconds: float) -> None:
+        pass
+
+    def set_queue_depth(self, depth: int) -> None:
+        pass
+
+    def count_rejection(self, reason: str) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Out]
+
+
+class MicroBatcher(Generic[In, Out]):
+    """Gathers items submitted concurrently into calls of `run_batch(items) -> outputs`.
+
+    `run_batch` must return one output per item, in order, and be a pure function of each item
+    (the result of an item must not depend on its batch-mates).
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[In]], list[Out]],
+        *,
+        max_batch_size: int,
+        queue_size: int,
+        timeout_s: float,
+        max_wait_s: float = 0.0,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or queue_size < 1 or timeout_s <= 0 or max_wait_s < 0:
+            raise ValueError("batcher limits must be positive")
+        self._run_batch = run_batch
+        self._max_batch_size = max_batch_size
+        self._queue_size = queue_size
+        self._timeout_s = timeout_s
+        self._max_wait_s = max_wait_s
+        self._executor = executor
+        self._observer: BatchObserver = observer or _NullObserver()
+        self._queue: deque[_Pending[In, Out]] = deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop the worker; whatever is still queued is refused with `OverloadedError`."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(OverloadedError("the service is shutting down"))
+
+    async def submit(self, items: Sequence[In]) -> list[Out]:
+        """Results for `items`, in order, computed in whatever batches the load allows."""
+        if not self.running:
+            raise OverloadedError("the batcher is not running")
+        if len(self._queue) + len(items) > self._queue_size:
+            self._observer.count_rejection("overloaded")
+            raise OverloadedError(f"{len(self._queue)} texts are already waiting for the model")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Out]] = [loop.create_future() for _ in items]
+        self._queue.extend(map(_Pending, items, futures))
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if len(futures) == 1:
+                    return [await futures[0]]
+                return list(await asyncio.gather(*futures))
+        except TimeoutError:
+            self._observer.count_rejection("deadline")
+            raise DeadlineExceededError(f"no result within {self._timeout_s:g} s") from None
+        finally:
+            # On a deadline or a client gone away: whatever is still queued is skipped.
+            for future in futures:
+                future.cancel()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._max_wait_s > 0:
+                await self._fill(loop.time() + self._max_wait_s)
+            else:
+                # Not a timer: one turn of the loop lets handlers that are ready now queue too.
+                await asyncio.sleep(0)
+            batch = self._take()
+            self._observer.set_queue_depth(len(self._queue))
+            if batch:
+                await self._run(batch, loop)
+
+    async def _fill(self, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self._queue) < self._max_batch_size:
+            remaining = until - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending[In, Out]]:
+        batch: list[_Pending[In, Out]] = []
+        queue = self._queue
+        while queue and len(batch) < self._max_batch_size:
+            pending = queue.popleft()
+            if not pending.future.done():  # cancelled: its request has given up
+                batch.append(pending)
+        return batch
+
+    async def _run(self, batch: list[_Pending[In, Out]], loop: asyncio.AbstractEventLoop) -> None:
+        items = [pending.item for pending in batch]
+        started = time.perf_counter()
+        try:
+            if self._executor is None:
+                outputs = self._run_batch(items)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, items)
+            if len(outputs) != len(items):
+                raise RuntimeError(f"run_batch returned {len(outputs)} outputs for {len(items)}")
+        except Exception as error:
+            logger.exception("batch of %d failed", len(items))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        self._observer.observe_batch(len(items), time.perf_counter() - started)
+        for pending, output in zip(batch, outputs, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(output)
+
+
+class SerialRunner:
+    """Runs one heavy call at a time on the inference executor, with a bounded waiting room.
+
+    For work that is not batched (a /hidden-states trace): it shares the model's thread with
+    the batcher, but at most one such call is in that thread's queue at any time.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_waiting: int,
+        timeout_s: float,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._max_waiting = max_waiting
+        self._timeout_s = timeout_s
+        self._executor = executor
+        self._observer: BatchObserver = observer or _NullObserver()
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+
+    async def run(self, call: Callable[[], T]) -> T:
+        if self._waiting >= self._max_waiting:
+            self._observer.count_rejection("overloaded")
+            raise OverloadedError(f"{self._waiting} requests are already waiting")
+        self._waiting += 1
+        acquired = False
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._lock.acquire()
+                acquired = True
+                self._waiting -= 1
+                if self._executor is None:
+                    return call()
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, call)
+        except TimeoutError:
+            self._observer.count_rejection("deadline")
+            raise DeadlineExceededError(f"no result within {self._timeout_s:g} s") from None
+        finally:
+            if acquired:
+                self._lock.release()
+            else:
+                self._waiting -= 1

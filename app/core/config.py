@@ -1,0 +1,114 @@
+"""Settings, read once from the environment (prefix `APP_`) and validated at start-up.
+
+Every knob the service has lives here, with its default and its reason. `get_settings()` is
+cached; tests build `Settings(...)` directly and hand it to `create_app(settings)`.
+The server's own address (`HOST`, `PORT`, `WORKERS`) is read without the prefix by
+`ServerSettings`, because `make serve`, the Dockerfile and compose all speak those names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The service's configuration; each field is the env var `APP_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="APP_", frozen=True, extra="ignore")
+
+    model_dir: Path = Field(
+        Path("model_store/default"), description="Checkpoint directory to serve."
+    )
+
+    # Request limits: each has its own clear 4xx.
+    max_text_chars: int = Field(2000, ge=1, description="Characters per text.")
+    max_tokens: int = Field(256, ge=1, description="Tokens per text (after tokenization).")
+    max_texts: int = Field(64, ge=1, description="Texts per /predict request.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Request body size; refused before it is read whole."
+    )
+    max_hidden_state_tokens: int = Field(
+        128, ge=1, description="Tokens per /hidden-states text (its response grows with each)."
+    )
+
+    # Logs: one JSON object per line by default, for log shippers; "text" for a terminal.
+    log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = Field(True, description="One log line per request.")
+
+    # Inference routes require `Authorization: Bearer <key>` when any key is set.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Micro-batching and load shedding (see app/batching.py).
+    max_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Extra time to wait for a fuller batch; 0 takes what is queued at once.",
+    )
+    queue_size: int = Field(
+        1024, ge=1, description="Texts waiting for the model before new requests get 503."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0.0, description="Deadline for a request's inference, queueing included."
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 503.")
+    inference_thread: bool = Field(
+        True, description="Run forward passes in a dedicated thread instead of on the loop."
+    )
+    inference_dtype: Literal["float64", "float32"] = Field(
+        "float64",
+        description=(
+            "float64 makes a text's result bit-identical whatever its batch-mates; float32 "
+            "is about twice as fast in the model and agrees to about 1e-7."
+        ),
+    )
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker.")
+    gc_freeze: bool = Field(True, description="gc.freeze() after start-up (see PERFORMANCE.md).")
+
+    docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for key in keys:
+            secret = key.get_secret_value()
+            if len(secret) < 8 or not (secret.isascii() and secret.isprintable()) or " " in secret:
+                raise ValueError("each API key must be 8 or more printable ASCII non-space chars")
+        return keys
+
+
+class ServerSettings(BaseSettings):
+    """Where `python -m app` listens: `HOST`, `PORT`, `WORKERS` (no prefix)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,209 @@
+"""One error shape for every non-2xx response, and the handlers that produce it.
+
+    {"error": {"code": "...", "message": "...", "details": [...]}, "request_id": "..."}
+
+`code` is stable and machine-readable; `message` is a short sentence for people; `details`
+lists field-level problems (422) and is empty otherwise. No traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.core.logging import request_id_var
+from app.schemas import ErrorResponse
+
+logger = logging.getLogger("app.errors")
+
+ERROR_CODES: dict[int, str] = {
+    400: "malformed_json",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    500: "internal_error",
+    503: "unavailable",
+}
+_DEFAULT_MESSAGES: dict[int, str] = {
+    400: "The request body is not valid JSON.",
+    401: "A valid API key is required: send 'Authorization: Bearer <key>'.",
+    404: "No such resource.",
+    405: "Method not allowed for this resource.",
+    413: "The request body is too large.",
+    415: "Request bodies must be JSON: send 'Content-Type: application/json'.",
+    422: "The request is not valid.",
+    500: "Internal server error.",
+    503: "The service is unavailable; retry later.",
+}
+
+
+class ApiError(Exception):
+    """An error a route reports to its client; rendered as the common error shape."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = dict(headers or {})
+
+
+class InvalidInputError(ApiError):
+    """422 for input that is well-formed but breaks a limit or cannot be read."""
+
+    def __init__(self, details: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(422, "validation_error", _summarise(details), details=details)
+
+
+class UnavailableError(ApiError):
+    """503 with Retry-After: not ready, overloaded or past the request's deadline."""
+
+    def __init__(self, code: str, message: str, retry_after_s: int) -> None:
+        super().__init__(503, code, message, headers={"Retry-After": str(retry_after_s)})
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in, as soon as it passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body exceeds the limit of {limit} bytes.")
+
+
+def error_body(
+    code: str,
+    message: str,
+    details: Sequence[Mapping[str, Any]] = (),
+    request_id: str | None = None,
+) -> bytes:
+    """The common error shape, serialised."""
+    return orjson.dumps(
+        {
+            "error": {"code": code, "message": message, "details": list(details)},
+            "request_id": request_id if request_id is not None else request_id_var.get(),
+        }
+    )
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: Sequence[Mapping[str, Any]] = (),
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(code, message, details),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _summarise(details: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for detail in details[:3]:
+        loc = ".".join(str(part) for part in detail.get("loc", ()))
+        parts.append(f"{loc}: {detail.get('msg', '')}" if loc else str(detail.get("msg", "")))
+    more = len(details) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # The offending input is left out on purpose: it can be large, or private.
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error["type"]}
+        for error in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure a request can meet to the common error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = _validation_details(exc)
+        if any(detail["type"] == "json_invalid" for detail in details):
+            return error_response(400, "malformed_json", _DEFAULT_MESSAGES[400], details)
+        return error_response(422, "validation_error", _summarise(details), details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        status = exc.status_code
+        if status == 413 and isinstance(exc.detail, str) and exc.detail.startswith("The "):
+            message = exc.detail
+        else:
+            # FastAPI's and Starlette's own details ("Not Found", "There was an error parsing
+            # the body") are replaced by messages written for this API's clients.
+            message = _DEFAULT_MESSAGES.get(status, "HTTP error.")
+        return error_response(
+            status, ERROR_CODES.get(status, "http_error"), message, headers=exc.headers
+        )
+
+
+# OpenAPI: an example for every error a route can return.
+_EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]]]] = {
+    400: ("malformed_json", _DEFAULT_MESSAGES[400], []),
+    401: ("unauthorized", _DEFAULT_MESSAGES[401], []),
+    413: ("body_too_large", "The request body exceeds the limit of 1048576 bytes.", []),
+    415: ("unsupported_media_type", _DEFAULT_MESSAGES[415], []),
+    422: (
+        "validation_error",
+        "body.text: text must contain at least one non-whitespace character",
+        [
+            {
+                "loc": ["body", "text"],
+                "msg": "text must contain at least one non-whitespace character",
+                "type": "empty_text",
+            }
+        ],
+    ),
+    503: ("overloaded", "Too many requests are waiting for the model; retry later.", []),
+}
+_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed JSON",
+    401: "Missing or wrong API key (only when the service has API keys)",
+    413: "Body larger than APP_MAX_BODY_BYTES",
+    415: "Body is not JSON",
+    422: "Invalid input or a limit exceeded",
+    503: "Not ready, overloaded or past the request deadline (see Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error model with an example for each status."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        code, message, details = _EXAMPLES[status]
+        example = {
+            "error": {"code": code, "message": message, "details": details},
+            "request_id": "4c1d7f0e9a2b4f6c",
+        }
+        responses[status] = {
+            "model": ErrorResponse,
+            "description": _DESCRIPTIONS[status],
+            "content": {"application/json": {"example": example}},
+        }
+    return responses

@@ -1,0 +1,175 @@
+"""The ASGI application: `create_app(settings)` builds it; `app` is the one `make serve` runs.
+
+Building the app loads nothing: the lifespan loads the checkpoint (verifying its manifest),
+warms the model up, and only then does `/readyz` answer 200. A checkpoint that cannot be
+loaded is logged with its reason and re-raised, so uvicorn exits non-zero instead of serving.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from app.api.deps import api_key_auth, require_json
+from app.api.routes import docs, health, hidden_states, model, predict
+from app.api.routes import metrics as metrics_route
+from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.middleware import RequestMiddleware
+from app.runtime import Runtime
+
+logger = logging.getLogger("app.main")
+
+STATIC_DIR = Path(__file__).parent / "static"
+DESCRIPTION = """
+Sentiment of English text from a recurrent neural network, and a look inside it:
+`/predict` labels one text or a batch; `/hidden-states` shows the network's state after each
+token and what it would predict if the text ended there.
+
+Every error has the same shape: `{"error": {"code", "message", "details"}, "request_id"}`.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("rnn-sentiment")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for `settings` (default: from the environment). Loads no model."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    app = FastAPI(
+        title="rnn-sentiment",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, metrics),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs else None,
+    )
+    install_error_handlers(app)
+
+    inference_guards: list[Any] = [Depends(require_json)]
+    if settings.api_keys:
+        inference_guards.insert(0, Depends(api_key_auth(settings.api_keys)))
+    app.include_router(predict.router, dependencies=inference_guards)
+    app.include_router(hidden_states.router, dependencies=inference_guards)
+    model_guards = inference_guards[:1] if settings.api_keys else []
+    app.include_router(model.router, dependencies=model_guards)
+    app.include_router(health.router)
+    app.include_router(metrics_route.build_router(metrics))
+    if settings.docs:
+        app.include_router(docs.router)
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/docs" if settings.docs else "/readyz")
+
+    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
+    )
+    return app
+
+
+def _lifespan(settings: Settings, metrics: Metrics) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        configure_logging(settings.log_level, settings.log_format)
+        torch.set_num_threads(settings.torch_threads)
+        started = time.perf_counter()
+        logger.info("loading checkpoint", extra={"model_dir": str(settings.model_dir)})
+        try:
+            runtime = Runtime.load(settings, metrics)
+            await runtime.start()
+        except Exception:
+            logger.exception(
+                "cannot serve: the model failed to load",
+                extra={"model_dir": str(settings.model_dir)},
+            )
+            raise
+        if settings.gc_freeze:
+            # Everything allocated so far lives as long as the process: keep the collector off it.
+            gc.collect()
+            gc.freeze()
+        logger.info(
+            "ready",
+            extra={
+                "model": runtime.model.name,
+                "version": runtime.model.version,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        try:
+            yield {"runtime": runtime}
+        finally:
+            logger.info("shutting down")
+            await runtime.stop()
+            if settings.gc_freeze:
+                gc.unfreeze()
+            metrics.mark_process_dead()
+
+    return lifespan
+
+
+def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
+    """The generated schema, with the limits this instance enforces written into it."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.get("components", {}).get("schemas", {})
+            predict_request = components.get("PredictRequest", {}).get("properties", {})
+            hidden_request = components.get("HiddenStatesRequest", {}).get("properties", {})
+            text_limits = {"maxLength": settings.max_text_chars}
+            for prop in (predict_request.get("text"), hidden_request.get("text")):
+                for option in (prop or {}).get("anyOf", [prop or {}]):
+                    if option.get("type") == "string":
+                        option.update(text_limits)
+            for option in predict_request.get("texts", {}).get("anyOf", []):
+                if option.get("type") == "array":
+                    option["maxItems"] = settings.max_texts
+                    option.get("items", {}).update(text_limits)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+app = create_app()

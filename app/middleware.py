@@ -1,0 +1,145 @@
+"""The one middleware every HTTP request passes: request id, body limit, metrics, access log.
+
+A plain ASGI middleware (not `BaseHTTPMiddleware`, which costs a task and a stream per
+request): it gives each request an id (the client's `X-Request-ID` when it is sane, else a new
+one) and echoes it, refuses bodies over the limit before reading them (by `Content-Length`,
+and by counting streamed bytes when there is none), times the request, counts it by route
+template and status, writes one access-log line, and turns any exception that escaped the
+app into the common 500 error shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.logging import request_id_var
+from app.errors import BodyTooLarge, error_body
+from app.metrics import Metrics
+
+logger = logging.getLogger("app.request")
+access_logger = logging.getLogger("app.access")
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def _new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+class RequestMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, access_log: bool = True
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id, content_length = _read_headers(scope)
+        token = request_id_var.set(request_id)
+        id_header = (b"x-request-id", request_id.encode("ascii"))
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        limit = self.max_body_bytes
+        received = 0
+
+        async def receive_with_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        try:
+            if content_length is not None and content_length > limit:
+                # Refused on the header alone: not one byte of the body is read.
+                await _send_error(send_with_id, 413, "body_too_large", BodyTooLarge(limit).detail)
+            else:
+                await self.app(scope, receive_with_limit, send_with_id)
+        except BodyTooLarge as error:
+            if response_started:
+                raise
+            await _send_error(send_with_id, 413, "body_too_large", error.detail)
+        except Exception:
+            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise  # the server aborts the connection; nothing else can be said
+            await _send_error(send_with_id, 500, "internal_error", "Internal server error.")
+        finally:
+            self._finish(scope, status, time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _finish(self, scope: Scope, status: int, elapsed: float) -> None:
+        template = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+        method = scope["method"]
+        self.metrics.observe_request(template, method, status, elapsed)
+        if self.access_log:
+            access_logger.info(
+                "%s %s %d %.2fms",
+                method,
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": method,
+                    "path": scope["path"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+
+
+def _read_headers(scope: Scope) -> tuple[str, int | None]:
+    """The request id to use (the client's when sane, else a new one) and Content-Length."""
+    request_id = ""
+    content_length: int | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SANE_REQUEST_ID.fullmatch(candidate):
+                request_id = candidate
+        elif name == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                content_length = None
+    return request_id or _new_request_id(), content_length
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = error_body(code, message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

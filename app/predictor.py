@@ -1,0 +1,223 @@
+"""The model behind the API, with no web framework in sight: text in, predictions out.
+
+`Predictor` wraps a loaded `Checkpoint`: tokenize, encode, pad, forward under
+`torch.inference_mode()`, softmax, label. Routes and the micro-batcher call it; tests call it
+directly.
+
+Why float64 by default: a CPU matrix multiply does not give bit-identical rows for different
+batch sizes (the kernel blocks the work differently), so in float32 a text's probabilities move
+in the 7th digit with its batch-mates. Computing in float64 and rounding the result to float32
+makes those differences (about 1e-16) vanish, so a text's result is the same whether it was
+sent alone, in a batch, or micro-batched with strangers. `dtype=torch.float32` is there for
+when throughput matters more than that guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from training.checkpoint import Checkpoint
+from training.tokenizer import Token, tokenize
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a text cannot be served: a stable `type` and a message for people."""
+
+    type: str
+    msg: str
+
+
+class TextRejectedError(ValueError):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.msg)
+        self.rejection = rejection
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedText:
+    tokens: list[Token]
+    ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStates:
+    layer: int
+    direction: Literal["forward", "backward"]
+    hidden: list[list[float]]  # [T][H]
+    cell: list[list[float]] | None  # [T][H], LSTM on request
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenStates:
+    layers: list[LayerStates]
+    steps: list[tuple[str, dict[str, float]]]  # (label, probabilities) after each token
+    steps_note: str | None
+    prediction: Prediction
+
+
+BIDIRECTIONAL_STEPS_NOTE = (
+    "The model is bidirectional: its backward state at token t has already read every token "
+    "after t, so there is no prediction 'if the text ended here'."
+)
+
+
+class Predictor:
+    """A loaded model, ready to predict. Read-only after construction; safe to share."""
+
+    def __init__(self, checkpoint: Checkpoint, *, dtype: torch.dtype = torch.float64) -> None:
+        self.checkpoint = checkpoint
+        self.labels: tuple[str, ...] = checkpoint.labels
+        self.name = checkpoint.name
+        self.version = checkpoint.version
+        self.vocab = checkpoint.vocab
+        self.dtype = dtype
+        self.model = checkpoint.model.to(dtype).eval()
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def encode(self, text: str, *, max_chars: int, max_tokens: int) -> EncodedText:
+        """Tokenize and look up `text`; `TextRejectedError` says which limit it breaks."""
+        if len(text) > max_chars:
+            raise TextRejectedError(
+                Rejection(
+                    "text_too_long",
+                    f"text has {len(text)} characters; the limit is {max_chars}",
+                )
+            )
+        tokens = tokenize(text)
+        if not tokens:
+            raise TextRejectedError(
+                Rejection(
+                    "no_tokens",
+                    "text contains no words, numbers, emoji or punctuation the model can read",
+                )
+            )
+        if len(tokens) > max_tokens:
+            raise TextRejectedError(
+                Rejection(
+                    "too_many_tokens",
+                    f"text has {len(tokens)} tokens; the limit is {max_tokens}",
+                )
+            )
+        return EncodedText(tokens, self.vocab.encode(tokens))
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[Prediction]:
+        """One forward pass over encoded texts (each non-empty); results in input order."""
+        if not batch:
+            return []
+        rows = self._probabilities(batch)
+        labels = self.labels
+        return [_prediction(labels, row) for row in rows]
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Convenience for scripts and tests: no limits beyond needing at least one token."""
+        encoded = [
+            self.encode(text, max_chars=len(text), max_tokens=len(text) + 1) for text in texts
+        ]
+        return self.predict_ids([item.ids for item in encoded])
+
+    def _probabilities(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
+        lengths = [len(ids) for ids in batch]
+        longest = max(lengths)
+        pad = self.vocab.pad_id
+        padded = [list(ids) + [pad] * (longest - len(ids)) for ids in batch]
+        with torch.inference_mode():
+            ids_tensor = torch.tensor(padded, dtype=torch.long)  # (B, T)
+            logits = self.model(ids_tensor, torch.tensor(lengths))  # (B, C)
+            probabilities = torch.softmax(logits, dim=-1).float()  # rounding: see module doc
+        rows: list[list[float]] = probabilities.tolist()
+        return rows
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def hidden_states(
+        self,
+        encoded: EncodedText,
+        *,
+        all_layers: bool = False,
+        include_cell: bool = False,
+        decimals: int | None = None,
+    ) -> HiddenStates:
+        """Per-token states of the last (or every) layer, per-step predictions, the prediction."""
+        config = self.model.config
+        with torch.inference_mode():
+            trace = self.model.forward_steps(torch.tensor(encoded.ids, dtype=torch.long))
+            step_probabilities = (
+                None
+                if trace.step_logits is None
+                else torch.softmax(trace.step_logits, dim=-1)  # (T, C)
+            )
+            wanted = range(config.num_layers) if all_layers else (config.num_layers - 1,)
+            layers = [
+                LayerStates(
+                    layer=layer,
+                    direction="backward" if direction else "forward",
+                    hidden=_rounded(states.hidden, decimals),
+                    cell=(
+                        _rounded(states.cell, decimals)
+                        if include_cell and states.cell is not None
+                        else None
+                    ),
+                )
+                for layer in wanted
+                for direction, states in enumerate(trace.layers[layer])
+            ]
+            steps: list[tuple[str, dict[str, float]]] = []
+            if step_probabilities is not None:
+                for row in _rounded(step_probabilities, decimals):
+                    best = max(range(len(row)), key=row.__getitem__)
+                    steps.append((self.labels[best], dict(zip(self.labels, row, strict=True))))
+        # The final prediction comes from the same packed forward pass as /predict, so the two
+        # routes agree exactly; steps[-1] is the unrolled equivalent and agrees to ~1e-7.
+        prediction = _prediction(self.labels, self._probabilities([encoded.ids])[0])
+        if decimals is not None:
+            prediction = Prediction(
+                prediction.label,
+                round(prediction.score, decimals),
+                {label: round(p, decimals) for label, p in prediction.probabilities.items()},
+            )
+        return HiddenStates(
+            layers=layers,
+            steps=steps,
+            steps_note=BIDIRECTIONAL_STEPS_NOTE if config.bidirectional else None,
+            prediction=prediction,
+        )
+
+    def warm_up(self) -> None:
+        """Run every code path once so the first real request pays no one-off costs."""
+        usable = max(2, min(len(self.vocab), 50))
+        batch = [
+            [(i * 7 + j) % (usable - 2) + 2 for j in range(n)] for i, n in enumerate((1, 5, 20))
+        ]
+        self.predict_ids(batch)
+        self.predict_ids(batch[:1])
+        self.hidden_states(EncodedText([], batch[1]), all_layers=True, include_cell=True)
+
+
+def _prediction(labels: tuple[str, ...], row: list[float]) -> Prediction:
+    best = max(range(len(row)), key=row.__getitem__)
+    return Prediction(labels[best], row[best], dict(zip(labels, row, strict=True)))
+
+
+def _rounded(tensor: torch.Tensor, decimals: int | None) -> list[list[float]]:
+    """float32 precision (see module doc), then optionally rounded in float64 (short JSON)."""
+    values = tensor.float()
+    if decimals is not None:
+        values = values.double().round(decimals=decimals)
+    rows: list[list[float]] = values.tolist()
+    return rows

@@ -1,0 +1,155 @@
+"""What the lifespan builds and the routes use: the predictor and the queues in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+
+from app.batching import DeadlineExceededError, MicroBatcher, OverloadedError, SerialRunner
+from app.core.config import Settings
+from app.errors import InvalidInputError, UnavailableError
+from app.metrics import Metrics
+from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
+from app.schemas import ModelRef
+from training.checkpoint import load_checkpoint
+
+logger = logging.getLogger("app.runtime")
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class Runtime:
+    """The loaded model and its queues. Built once per process by the lifespan."""
+
+    settings: Settings
+    metrics: Metrics
+    predictor: Predictor
+    batcher: MicroBatcher[list[int], Prediction]
+    tracer: SerialRunner
+    executor: ThreadPoolExecutor | None
+    ready: bool = False
+    model: ModelRef = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model = ModelRef(name=self.predictor.name, version=self.predictor.version)
+
+    @classmethod
+    def load(cls, settings: Settings, metrics: Metrics) -> Runtime:
+        """Load and verify the checkpoint (raises `CheckpointError`) and build the queues."""
+        checkpoint = load_checkpoint(settings.model_dir)
+        predictor = Predictor(checkpoint, dtype=_DTYPES[settings.inference_dtype])
+        executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+            if settings.inference_thread
+            else None
+        )
+        batcher: MicroBatcher[list[int], Prediction] = MicroBatcher(
+            predictor.predict_ids,
+            max_batch_size=settings.max_batch_size,
+            queue_size=settings.queue_size,
+            timeout_s=settings.request_timeout_s,
+            max_wait_s=settings.max_wait_ms / 1000,
+            executor=executor,
+            observer=metrics,
+        )
+        tracer = SerialRunner(
+            max_waiting=max(1, settings.queue_size // 64),
+            timeout_s=settings.request_timeout_s,
+            executor=executor,
+            observer=metrics,
+        )
+        return cls(settings, metrics, predictor, batcher, tracer, executor)
+
+    async def start(self) -> None:
+        """Start the batcher and warm every path up; then the runtime is ready."""
+        self.batcher.start()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.predictor.warm_up)
+        await self.batcher.submit([[2], [2, 3, 4]])
+        self.metrics.model_info.labels(self.predictor.name, self.predictor.version).set(1)
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def stop(self) -> None:
+        self.ready = False
+        self.metrics.ready.set(0)
+        await self.batcher.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def predict(self, texts: Sequence[str], *, field: str) -> list[Prediction]:
+        """Check limits, encode, and predict through the micro-batcher (422/503 as ApiError)."""
+        settings = self.settings
+        if len(texts) > settings.max_texts:
+            raise InvalidInputError(
+                [
+                    {
+                        "loc": ["body", field],
+                        "msg": f"{len(texts)} texts; the limit is {settings.max_texts} per request",
+                        "type": "too_many_texts",
+                    }
+                ]
+            )
+        encoded = self.encode(texts, field=field, max_tokens=settings.max_tokens)
+        try:
+            return await self.batcher.submit([item.ids for item in encoded])
+        except (OverloadedError, DeadlineExceededError) as error:
+            raise self._unavailable(error) from None
+
+    async def trace(
+        self, text: str, *, all_layers: bool, include_cell: bool, decimals: int | None
+    ) -> tuple[EncodedText, HiddenStates]:
+        """Encode `text` and trace it through the network (422/503 as ApiError)."""
+        (encoded,) = self.encode(
+            [text], field="text", max_tokens=self.settings.max_hidden_state_tokens
+        )
+        call = partial(
+            self.predictor.hidden_states,
+            encoded,
+            all_layers=all_layers,
+            include_cell=include_cell,
+            decimals=decimals,
+        )
+        try:
+            return encoded, await self.tracer.run(call)
+        except (OverloadedError, DeadlineExceededError) as error:
+            raise self._unavailable(error) from None
+
+    def _unavailable(self, error: OverloadedError | DeadlineExceededError) -> UnavailableError:
+        retry_after = self.settings.retry_after_s
+        if isinstance(error, DeadlineExceededError):
+            return UnavailableError(
+                "deadline_exceeded", f"The request timed out ({error}); retry later.", retry_after
+            )
+        return UnavailableError(
+            "overloaded", f"The service is overloaded ({error}); retry later.", retry_after
+        )
+
+    def encode(self, texts: Sequence[str], *, field: str, max_tokens: int) -> list[EncodedText]:
+        """Encode every text or raise one 422 listing each text that breaks a limit.
+
+        `field` is the request field the texts came from ("text" or "texts"), for `loc`.
+        """
+        encode = self.predictor.encode
+        max_chars = self.settings.max_text_chars
+        encoded: list[EncodedText] = []
+        problems: list[dict[str, Any]] = []
+        for index, text in enumerate(texts):
+            try:
+                encoded.append(encode(text, max_chars=max_chars, max_tokens=max_tokens))
+            except TextRejectedError as rejected:
+                loc: list[str | int] = ["body", field] + ([index] if field == "texts" else [])
+                problems.append(
+                    {"loc": loc, "msg": rejected.rejection.msg, "type": rejected.rejection.type}
+                )
+        if problems:
+            raise InvalidInputError(problems)
+        return encoded
