@@ -1,0 +1,73 @@
+"""Training configuration: one typed dataclass, overridden by a TOML file, then by CLI flags.
+
+The resolved configuration is written into the model card, so every checkpoint says exactly
+how it was made.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from training.model import CellType
+
+PretrainedSource = Literal["minilm", "none"]
+ClassWeighting = Literal["balanced", "sqrt", "none"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Data
+    data: str = "default"  # "default" (the embedded tweet corpus) or a CSV/JSONL path
+    text_field: str = "text"
+    label_field: str = "label"
+    weight_field: str | None = None  # optional per-example weight column (e.g. confidence)
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_tokens: int = 128  # longer texts are truncated in training (serving has its own limit)
+
+    # Vocabulary and embeddings
+    min_count: int = 2  # corpus words seen fewer times map to <unk> unless pretrained knows them
+    max_vocab: int = 30_000
+    pretrained: PretrainedSource = "minilm"  # initialise embeddings from all-MiniLM-L6-v2
+    pretrained_vocab: int = 22_000  # pretrained whole words added beyond the corpus (all fit)
+    freeze_embeddings: bool = True  # keeps unseen words in the same space as seen ones
+
+    # Network (see training.model.ModelConfig)
+    cell: CellType = "lstm"
+    embedding_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.3
+
+    # Optimisation
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    clip_grad_norm: float = 1.0
+    patience: int = 3  # epochs without a better dev macro-F1 before stopping
+    class_weighting: ClassWeighting = "balanced"
+    use_example_weights: bool = True  # scale each example's loss by its weight (confidence)
+    seed: int = 13
+    threads: int = 2
+    baseline: bool = True  # also fit TF-IDF + logistic regression on the split, for the card
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, values: dict[str, Any]) -> TrainConfig:
+        known = {field.name for field in fields(self)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        return replace(self, **values)
+
+    @classmethod
+    def from_toml(cls, path: Path, base: TrainConfig | None = None) -> TrainConfig:
+        with path.open("rb") as handle:
+            values = tomllib.load(handle)
+        return (base or cls()).override(values)

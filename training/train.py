@@ -1,0 +1,436 @@
+"""The training run: data -> vocabulary -> model -> loop with early stopping -> checkpoint.
+
+Every function takes what it uses as parameters; `train_model` wires them together from a
+`TrainConfig`. Seeds are set once there, and with deterministic algorithms on, the same
+config, data and thread count give the same checkpoint bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training import checkpoint
+from training.config import TrainConfig
+from training.data import Corpus, Example, load_default_corpus, load_file, stratified_split
+from training.metrics import classification_metrics
+from training.model import ModelConfig, SentimentRNN, pad_ids
+from training.tokenizer import Vocabulary, tokenize
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # ids, lengths, y, weight
+
+
+@dataclass
+class Encoded:
+    """A split turned into token ids, label indices and loss weights."""
+
+    ids: list[list[int]]
+    labels: list[int]
+    weights: list[float]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_dev_macro_f1: float = -1.0
+
+
+def load_corpus(config: TrainConfig) -> Corpus:
+    if config.data == "default":
+        return load_default_corpus()
+    return load_file(
+        Path(config.data),
+        text_field=config.text_field,
+        label_field=config.label_field,
+        weight_field=config.weight_field,
+    )
+
+
+def order_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    """negative < neutral < positive when those are the labels, otherwise sorted."""
+    known = ("negative", "neutral", "positive")
+    present = set(labels)
+    if present <= set(known):
+        return tuple(label for label in known if label in present)
+    return tuple(sorted(present))
+
+
+def build_vocabulary(
+    train: Sequence[Example], config: TrainConfig, pretrained_words: Sequence[str] = ()
+) -> Vocabulary:
+    """Corpus tokens seen `min_count` times (train split only), plus pretrained whole words."""
+    counts: Counter[str] = Counter()
+    for example in train:
+        counts.update(token.norm for token in tokenize(example.text))
+    return Vocabulary.build(
+        dict(counts),
+        min_count=config.min_count,
+        max_size=config.max_vocab,
+        extra=[word for word in pretrained_words if counts[word] < config.min_count],
+    )
+
+
+def encode(
+    examples: Sequence[Example],
+    vocab: Vocabulary,
+    label_index: dict[str, int],
+    max_tokens: int,
+    use_weights: bool,
+) -> Encoded:
+    ids, labels, weights = [], [], []
+    for example in examples:
+        token_ids = vocab.encode(tokenize(example.text))[:max_tokens] or [vocab.unk_id]
+        ids.append(token_ids)
+        labels.append(label_index[example.label])
+        weights.append(example.weight if use_weights else 1.0)
+    return Encoded(ids, labels, weights)
+
+
+def class_weights(labels: Sequence[int], num_labels: int, scheme: str) -> torch.Tensor:
+    """Loss weight per class. "balanced" makes each class count as if classes were equal in
+    size, so the model does not learn the corpus' 2.3:1 negative:positive prior and carry it
+    to balanced text elsewhere; "sqrt" goes half way; "none" keeps the corpus prior."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_labels).float().clamp(min=1)
+    if scheme == "none":
+        return torch.ones(num_labels)
+    balanced = counts.sum() / (num_labels * counts)
+    return balanced.sqrt() if scheme == "sqrt" else balanced
+
+
+def make_batches(data: Encoded, batch_size: int, rng: random.Random | None) -> Iterator[Batch]:
+    """Batches of similar length (less padding), in random order when `rng` is given."""
+    order = list(range(len(data)))
+    if rng is not None:
+        rng.shuffle(order)
+    # Sort within windows of 50 batches: lengths group together, yet epochs still differ.
+    window = batch_size * 50
+    chunks: list[list[int]] = []
+    for start in range(0, len(order), window):
+        block = sorted(order[start : start + window], key=lambda i: len(data.ids[i]))
+        chunks.extend(block[i : i + batch_size] for i in range(0, len(block), batch_size))
+    if rng is not None:
+        rng.shuffle(chunks)
+    for chunk in chunks:
+        ids, lengths = pad_ids([data.ids[i] for i in chunk])
+        yield (
+            ids,
+            lengths,
+            torch.tensor([data.labels[i] for i in chunk]),
+            torch.tensor([data.weights[i] for i in chunk]),
+        )
+
+
+def weighted_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, per_class: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy weighted by class and by example, normalised by the total weight."""
+    total = per_class[targets] * weights  # (B,)
+    losses = nn.functional.cross_entropy(logits, targets, reduction="none")  # (B,)
+    return (losses * total).sum() / total.sum()
+
+
+def train_one_epoch(
+    model: SentimentRNN,
+    batches: Sequence[Batch],
+    optimizer: torch.optim.Optimizer,
+    per_class: torch.Tensor,
+    clip_grad_norm: float,
+    progress: Callable[[float], None],
+) -> float:
+    model.train()
+    running, seen = 0.0, 0
+    for ids, lengths, targets, weights in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = weighted_loss(model(ids, lengths), targets, weights, per_class)
+        loss.backward()  # type: ignore[no-untyped-call]
+        # Backpropagation through time multiplies one Jacobian per step: gradients can
+        # explode (or vanish) over long texts. Clipping the norm bounds each update, so one
+        # unlucky batch cannot throw the weights far away; the gated cells (LSTM, GRU) are
+        # what address the vanishing side.
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+        running += float(loss) * len(targets)
+        seen += len(targets)
+        progress(running / seen)
+    return running / max(seen, 1)
+
+
+@torch.inference_mode()
+def predict_indices(model: SentimentRNN, data: Encoded, batch_size: int = 512) -> list[int]:
+    model.eval()
+    predictions = [0] * len(data)
+    order = sorted(range(len(data)), key=lambda i: len(data.ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, lengths = pad_ids([data.ids[i] for i in chunk])
+        for index, guess in zip(chunk, model(ids, lengths).argmax(dim=-1).tolist(), strict=True):
+            predictions[index] = guess
+    return predictions
+
+
+def evaluate_encoded(model: SentimentRNN, data: Encoded, labels: Sequence[str]) -> dict[str, Any]:
+    return classification_metrics(data.labels, predict_indices(model, data), labels)
+
+
+def fit(
+    model: SentimentRNN,
+    train: Encoded,
+    dev: Encoded,
+    labels: Sequence[str],
+    config: TrainConfig,
+    rng: random.Random,
+) -> History:
+    """Train with AdamW until dev macro-F1 stops improving; leaves the best weights loaded."""
+    per_class = class_weights(train.labels, len(labels), config.class_weighting)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    history = History()
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    stale = 0
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        batches = list(make_batches(train, config.batch_size, rng))
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch")
+
+        def progress(loss: float, bar: tqdm = bar) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        train_loss = train_one_epoch(
+            model, batches, optimizer, per_class, config.clip_grad_norm, progress
+        )
+        dev_metrics = evaluate_encoded(model, dev, labels)
+        dev_loss = _mean_weighted_loss(model, dev, per_class)
+        bar.set_postfix(
+            loss=f"{train_loss:.4f}",
+            dev_f1=f"{dev_metrics['macro_f1']:.4f}",
+            dev_acc=f"{dev_metrics['accuracy']:.4f}",
+        )
+        bar.close()
+        record = {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 5),
+            "dev_loss": round(dev_loss, 5),
+            "dev_accuracy": dev_metrics["accuracy"],
+            "dev_macro_f1": dev_metrics["macro_f1"],
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        history.epochs.append(record)
+        if dev_metrics["macro_f1"] > history.best_dev_macro_f1:
+            history.best_dev_macro_f1 = dev_metrics["macro_f1"]
+            history.best_epoch = epoch
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            stale = 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("early stop after epoch %d (best %d)", epoch, history.best_epoch)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+@torch.inference_mode()
+def _mean_weighted_loss(model: SentimentRNN, data: Encoded, per_class: torch.Tensor) -> float:
+    model.eval()
+    total, weight = 0.0, 0.0
+    for ids, lengths, targets, weights in make_batches(data, 512, None):
+        example_weight = per_class[targets] * weights
+        losses = nn.functional.cross_entropy(model(ids, lengths), targets, reduction="none")
+        total += float((losses * example_weight).sum())
+        weight += float(example_weight.sum())
+    return total / weight if weight else math.nan
+
+
+def seed_everything(seed: int, threads: int) -> random.Random:
+    """Seed every generator once; deterministic kernels so reruns reproduce the checkpoint."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    return random.Random(seed)
+
+
+def library_versions() -> dict[str, str]:
+    import safetensors  # noqa: PLC0415
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def train_model(
+    config: TrainConfig,
+    out: Path,
+    *,
+    name: str | None = None,
+    command: Sequence[str] | None = None,
+    extra_card: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one training from `config` and write the checkpoint to `out`; returns the card."""
+    started = time.perf_counter()
+    rng = seed_everything(config.seed, config.threads)
+    corpus = load_corpus(config)
+    split = stratified_split(
+        corpus.examples,
+        seed=config.seed,
+        dev_fraction=config.dev_fraction,
+        test_fraction=config.test_fraction,
+    )
+    labels = order_labels([example.label for example in corpus.examples])
+    label_index = {label: index for index, label in enumerate(labels)}
+
+    table = None
+    pretrained_words: Sequence[str] = ()
+    if config.pretrained == "minilm":
+        from training.embeddings import WordPieceTable, model_directory  # noqa: PLC0415
+
+        table = WordPieceTable(model_directory())
+        pretrained_words = table.whole_words[: config.pretrained_vocab]
+    vocab = build_vocabulary(split.train, config, pretrained_words)
+
+    model_config = ModelConfig(
+        vocab_size=len(vocab),
+        num_labels=len(labels),
+        cell=config.cell,
+        embedding_dim=config.embedding_dim,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout,
+        pad_id=vocab.pad_id,
+    )
+    model = SentimentRNN(model_config)
+    pretrained_rows = 0
+    if table is not None:
+        from training.embeddings import pretrained_embeddings  # noqa: PLC0415
+
+        vectors, pretrained_rows = pretrained_embeddings(
+            vocab.itos, config.embedding_dim, table, config.seed
+        )
+        with torch.no_grad():
+            model.embedding.weight.copy_(vectors)
+        model.embedding.weight.requires_grad_(not config.freeze_embeddings)
+    # The stored embedding table is float16; train on exactly the values that will be saved.
+    checkpoint.round_half_precision(model)
+
+    def encoded(examples: Sequence[Example]) -> Encoded:
+        return encode(examples, vocab, label_index, config.max_tokens, config.use_example_weights)
+
+    train_data, dev_data, test_data = (encoded(s) for s in (split.train, split.dev, split.test))
+    history = fit(model, train_data, dev_data, labels, config, rng)
+    checkpoint.round_half_precision(model)
+    training_seconds = time.perf_counter() - started
+
+    # Judge the saved model on every test example exactly as it is, weight 1.
+    test_plain = encode(split.test, vocab, label_index, config.max_tokens, use_weights=False)
+    metrics = {
+        "dev": evaluate_encoded(model, dev_data, labels),
+        "test": evaluate_encoded(model, test_plain, labels),
+    }
+    del test_data
+    if config.baseline:
+        from training.baseline import tfidf_logistic_regression  # noqa: PLC0415
+
+        metrics["baseline_tfidf_logreg"] = tfidf_logistic_regression(
+            split.train, split.dev, split.test, labels, config.class_weighting
+        )
+    unseen = sum(1 for token in tokenize_all(split.test) if vocab.lookup(token) == vocab.unk_id)
+    card: dict[str, Any] = {
+        "name": name or out.name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "description": (
+            f"{model_config.num_layers}-layer {'bidirectional ' if config.bidirectional else ''}"
+            f"{config.cell.upper()} sentiment classifier ({', '.join(labels)})"
+        ),
+        "command": list(command) if command else None,
+        "labels": list(labels),
+        "architecture": model_config.to_json(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": {
+            "source": corpus.source,
+            "sha256": corpus.sha256,
+            "preparation": corpus.report,
+            "split": split.sizes(),
+            "split_seed": config.seed,
+        },
+        "vocabulary": {
+            "size": len(vocab),
+            "pretrained_rows": pretrained_rows,
+            "test_tokens_unknown": unseen,
+        },
+        "training": {
+            "config": config.to_json(),
+            "seed": config.seed,
+            "epochs_run": len(history.epochs),
+            "best_epoch": history.best_epoch,
+            "history": history.epochs,
+            "seconds": round(training_seconds, 1),
+            "threads": config.threads,
+            "class_weights": [
+                round(w, 4)
+                for w in class_weights(
+                    train_data.labels, len(labels), config.class_weighting
+                ).tolist()
+            ],
+        },
+        "metrics": metrics,
+        "library_versions": library_versions(),
+    }
+    if extra_card:
+        card.update(extra_card)
+    extra_files = _plots(out, history, metrics["test"], labels)
+    checkpoint.save_checkpoint(
+        out, model=model, labels=labels, vocab=vocab, card=card, extra_files=extra_files
+    )
+    return card
+
+
+def tokenize_all(examples: Sequence[Example]) -> Iterator[str]:
+    for example in examples:
+        for token in tokenize(example.text):
+            yield token.norm
+
+
+def _plots(
+    out: Path, history: History, test_metrics: dict[str, Any], labels: Sequence[str]
+) -> list[str]:
+    """Learning curves and confusion matrix as PNG; skipped (with a warning) without matplotlib."""
+    try:
+        from training.plots import plot_confusion, plot_history  # noqa: PLC0415
+    except ImportError as error:  # pragma: no cover - matplotlib is in the train extra
+        print(f"warning: no plots ({error})", file=sys.stderr)
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    plot_history(history.epochs, out / "learning_curves.png")
+    plot_confusion(
+        test_metrics["confusion_matrix"]["rows_true_columns_predicted"],
+        labels,
+        out / "confusion_matrix.png",
+    )
+    return ["learning_curves.png", "confusion_matrix.png"]
