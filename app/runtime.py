@@ -73,7 +73,6 @@ class Runtime:
         self.batcher.start()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.predictor.warm_up)
-        await self.batcher.submit([[2], [2, 3, 4]])
         self.metrics.model_info.labels(self.predictor.name, self.predictor.version).set(1)
         self.ready = True
         self.metrics.ready.set(1)

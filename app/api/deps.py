@@ -1,6 +1,7 @@
 """Dependencies shared by the routes: the runtime, the JSON body check, the API key check."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads these signatures at run time,
+# and `check_api_key` refers to a local (`bearer`) that a string annotation could not name.
 
 import hmac
 from collections.abc import Awaitable, Callable, Sequence

@@ -1,0 +1,206 @@
+"""The micro-batcher and the serial runner, with plain functions standing in for the model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.batching import DeadlineExceededError, MicroBatcher, OverloadedError, SerialRunner
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """A `run_batch` that doubles its inputs and records every batch it was given."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay_s = delay_s
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [item * 2 for item in items]
+
+
+def make_batcher(
+    run: Recorder, executor: ThreadPoolExecutor | None = None, **limits: float
+) -> MicroBatcher[int, int]:
+    options: dict[str, float] = {"max_batch_size": 8, "queue_size": 64, "timeout_s": 5.0}
+    options.update(limits)
+    return MicroBatcher(
+        run,
+        max_batch_size=int(options["max_batch_size"]),
+        queue_size=int(options["queue_size"]),
+        timeout_s=options["timeout_s"],
+        max_wait_s=options.get("max_wait_s", 0.0),
+        executor=executor,
+    )
+
+
+async def test_results_come_back_in_order() -> None:
+    run = Recorder()
+    batcher = make_batcher(run)
+    batcher.start()
+    try:
+        assert await batcher.submit([1, 2, 3]) == [2, 4, 6]
+    finally:
+        await batcher.stop()
+
+
+async def test_concurrent_requests_share_forward_passes() -> None:
+    run = Recorder(delay_s=0.01)
+    with ThreadPoolExecutor(1) as executor:
+        batcher = make_batcher(run, executor, max_batch_size=16)
+        batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit([i]) for i in range(40)))
+        finally:
+            await batcher.stop()
+    assert results == [[i * 2] for i in range(40)]
+    assert sorted(item for batch in run.batches for item in batch) == list(range(40))
+    assert max(len(batch) for batch in run.batches) == 16  # never more than max_batch_size
+    assert len(run.batches) <= 5  # 40 requests, far fewer passes
+
+
+async def test_a_lone_request_does_not_wait_for_a_window() -> None:
+    run = Recorder()
+    batcher = make_batcher(run)
+    batcher.start()
+    try:
+        await batcher.submit([0])  # first call pays the task start-up
+        started = time.perf_counter()
+        await batcher.submit([1])
+        elapsed = time.perf_counter() - started
+    finally:
+        await batcher.stop()
+    assert run.batches[-1] == [1]
+    assert elapsed < 0.05  # no fixed batching window (it would be the whole window at least)
+
+
+async def test_max_wait_gathers_a_fuller_batch() -> None:
+    run = Recorder()
+    batcher = make_batcher(run, max_wait_s=0.05)
+    batcher.start()
+    try:
+
+        async def later(item: int) -> list[int]:
+            await asyncio.sleep(0.005)
+            return await batcher.submit([item])
+
+        await asyncio.gather(batcher.submit([1]), later(2), later(3))
+    finally:
+        await batcher.stop()
+    assert run.batches == [[1, 2, 3]]
+
+
+async def test_full_queue_refuses_at_once() -> None:
+    gate = threading.Event()
+
+    def blocked(items: list[int]) -> list[int]:
+        gate.wait(5)
+        return items
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            blocked, max_batch_size=2, queue_size=3, timeout_s=5.0, executor=executor
+        )
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit([1, 2]))  # taken into the running batch
+            await asyncio.sleep(0.02)
+            queued = asyncio.ensure_future(batcher.submit([3, 4, 5]))  # fills the queue
+            await asyncio.sleep(0.01)
+            assert batcher.queue_depth == 3
+            with pytest.raises(OverloadedError):
+                await batcher.submit([6])
+            gate.set()
+            assert await first == [1, 2]
+            assert await queued == [3, 4, 5]
+        finally:
+            gate.set()
+            await batcher.stop()
+
+
+async def test_deadline_cancels_the_request_and_its_queued_items() -> None:
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def blocked(items: list[int]) -> list[int]:
+        seen.append(items)
+        gate.wait(5)
+        return items
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            blocked, max_batch_size=1, queue_size=10, timeout_s=0.05, executor=executor
+        )
+        batcher.start()
+        try:
+            with pytest.raises(DeadlineExceededError):
+                await batcher.submit([1, 2, 3])
+            gate.set()
+            await asyncio.sleep(0.05)
+            assert await batcher.submit([4]) == [4]
+        finally:
+            gate.set()
+            await batcher.stop()
+    assert [2] not in seen  # given up on: never computed
+    assert [3] not in seen
+
+
+async def test_errors_reach_every_request_in_the_batch() -> None:
+    def broken(items: list[int]) -> list[int]:
+        raise RuntimeError("boom")
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        broken, max_batch_size=4, queue_size=10, timeout_s=1.0
+    )
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit([1, 2])
+    finally:
+        await batcher.stop()
+
+
+async def test_a_stopped_batcher_refuses() -> None:
+    batcher = make_batcher(Recorder())
+    with pytest.raises(OverloadedError):
+        await batcher.submit([1])
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        MicroBatcher(Recorder(), max_batch_size=0, queue_size=1, timeout_s=1.0)
+
+
+async def test_serial_runner_bounds_its_waiting_room() -> None:
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as executor:
+        runner = SerialRunner(max_waiting=1, timeout_s=5.0, executor=executor)
+        running = asyncio.ensure_future(runner.run(lambda: gate.wait(5)))
+        await asyncio.sleep(0.02)
+        waiting = asyncio.ensure_future(runner.run(lambda: "second"))
+        await asyncio.sleep(0.01)
+        with pytest.raises(OverloadedError):
+            await runner.run(lambda: "third")
+        gate.set()
+        assert await running is True
+        assert await waiting == "second"
+        assert await runner.run(lambda: "again") == "again"
+
+
+async def test_serial_runner_deadline() -> None:
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as executor:
+        runner = SerialRunner(max_waiting=2, timeout_s=0.05, executor=executor)
+        with pytest.raises(DeadlineExceededError):
+            await runner.run(lambda: gate.wait(5))
+        gate.set()
+        assert await runner.run(lambda: 1) == 1

@@ -1,0 +1,136 @@
+"""The predictor on its own: no HTTP, no event loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.predictor import BIDIRECTIONAL_STEPS_NOTE, Predictor, TextRejectedError
+from tests.conftest import CHECKPOINT_KINDS, LABELS
+from training.checkpoint import load_checkpoint
+
+TEXTS = [
+    "I love this film",
+    "terrible, awful service :(",
+    "It arrived on Tuesday in a brown box and the phone is fine but the battery is not great",
+    "zyxxy quorbl flimflam",  # every word unknown
+    "👍",
+    "ok",
+    "Best purchase ever!!! @shop #happy http://example.com",
+]
+
+
+@pytest.fixture(scope="module", params=list(CHECKPOINT_KINDS))
+def predictor(request: pytest.FixtureRequest, checkpoints: dict[str, Path]) -> Predictor:
+    return Predictor(load_checkpoint(checkpoints[request.param]))
+
+
+def test_batch_results_equal_single_results_exactly(predictor: Predictor) -> None:
+    alone = [predictor.predict([text])[0] for text in TEXTS]
+    together = predictor.predict(TEXTS)
+    assert together == alone
+    # ...and whatever the batch-mates and their order.
+    shuffled = predictor.predict(TEXTS[::-1] + TEXTS[:3])
+    assert shuffled[: len(TEXTS)] == alone[::-1]
+    assert shuffled[len(TEXTS) :] == alone[:3]
+
+
+def test_prediction_is_argmax_of_a_distribution(predictor: Predictor) -> None:
+    for prediction in predictor.predict(TEXTS):
+        assert list(prediction.probabilities) == list(LABELS)
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert prediction.score == max(prediction.probabilities.values())
+        assert prediction.probabilities[prediction.label] == prediction.score
+
+
+def test_all_unknown_words_still_get_a_prediction(predictor: Predictor) -> None:
+    encoded = predictor.encode("zyxxy quorbl", max_chars=100, max_tokens=10)
+    assert encoded.ids == [predictor.vocab.unk_id] * 2
+    (prediction,) = predictor.predict_ids([encoded.ids])
+    assert prediction.label in LABELS
+
+
+def test_float32_agrees_closely_with_float64(checkpoints: dict[str, Path]) -> None:
+    exact = Predictor(load_checkpoint(checkpoints["gru"]))
+    fast = Predictor(load_checkpoint(checkpoints["gru"]), dtype=torch.float32)
+    for a, b in zip(exact.predict(TEXTS), fast.predict(TEXTS), strict=True):
+        assert a.label == b.label or abs(a.score - b.score) < 1e-5
+        for label in LABELS:
+            assert a.probabilities[label] == pytest.approx(b.probabilities[label], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "limits", "rejection"),
+    [
+        pytest.param("a" * 11, {"max_chars": 10, "max_tokens": 5}, "text_too_long", id="chars"),
+        pytest.param("a b c d", {"max_chars": 10, "max_tokens": 3}, "too_many_tokens", id="tokens"),
+        pytest.param(
+            "\u200b\u200d\x00", {"max_chars": 10, "max_tokens": 3}, "no_tokens", id="none"
+        ),
+    ],
+)
+def test_encode_rejects_with_a_reason(
+    predictor: Predictor, text: str, limits: dict[str, int], rejection: str
+) -> None:
+    with pytest.raises(TextRejectedError) as raised:
+        predictor.encode(text, **limits)
+    assert raised.value.rejection.type == rejection
+
+
+def test_encode_offsets_slice_the_text(predictor: Predictor) -> None:
+    text = "Didn't   LOVE it 😍😍 — #meh… at https://x.y/z"
+    encoded = predictor.encode(text, max_chars=100, max_tokens=100)
+    assert [text[t.start : t.end] for t in encoded.tokens] == [t.text for t in encoded.tokens]
+
+
+def test_hidden_states_shapes(predictor: Predictor) -> None:
+    config = predictor.model.config
+    encoded = predictor.encode("not bad at all :)", max_chars=100, max_tokens=100)
+    steps = len(encoded.ids)
+    last = predictor.hidden_states(encoded)
+    assert [(s.layer, s.direction) for s in last.layers] == [
+        (config.num_layers - 1, direction)
+        for direction in ("forward", "backward")[: config.num_directions]
+    ]
+    everything = predictor.hidden_states(encoded, all_layers=True, include_cell=True)
+    assert len(everything.layers) == config.num_layers * config.num_directions
+    for states in everything.layers:
+        assert len(states.hidden) == steps
+        assert all(len(row) == config.hidden_size for row in states.hidden)
+        if config.cell == "lstm":
+            assert states.cell is not None
+            assert len(states.cell) == steps
+        else:
+            assert states.cell is None
+    if config.bidirectional:
+        assert everything.steps == []
+        assert everything.steps_note == BIDIRECTIONAL_STEPS_NOTE
+    else:
+        assert len(everything.steps) == steps
+        assert everything.steps_note is None
+        # The last step is the whole text: it agrees with the prediction.
+        label, probabilities = everything.steps[-1]
+        assert label == everything.prediction.label
+        for name in LABELS:
+            assert probabilities[name] == pytest.approx(
+                everything.prediction.probabilities[name], abs=1e-6
+            )
+
+
+def test_hidden_states_prediction_equals_predict(predictor: Predictor) -> None:
+    encoded = predictor.encode("the service was terrible", max_chars=100, max_tokens=100)
+    assert predictor.hidden_states(encoded).prediction == predictor.predict_ids([encoded.ids])[0]
+
+
+def test_hidden_states_rounding(predictor: Predictor) -> None:
+    encoded = predictor.encode("I love this film", max_chars=100, max_tokens=100)
+    exact = predictor.hidden_states(encoded, include_cell=True)
+    rounded = predictor.hidden_states(encoded, include_cell=True, decimals=2)
+    for exact_layer, layer in zip(exact.layers, rounded.layers, strict=True):
+        for exact_row, row in zip(exact_layer.hidden, layer.hidden, strict=True):
+            for exact_value, value in zip(exact_row, row, strict=True):
+                assert value == round(value, 2)
+                assert abs(value - exact_value) <= 0.005 + 1e-9
+    assert all(p == round(p, 2) for p in rounded.prediction.probabilities.values())
