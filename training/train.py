@@ -169,7 +169,7 @@ def train_one_epoch(
         # what address the vanishing side.
         nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
-        running += float(loss) * len(targets)
+        running += loss.item() * len(targets)
         seen += len(targets)
         progress(running / seen)
     return running / max(seen, 1)
