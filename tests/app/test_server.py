@@ -1,0 +1,212 @@
+"""The real thing: `make serve` as a subprocess on a free loopback port, and its failure modes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from training.checkpoint import WEIGHTS_FILE
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_FAILURE = 3  # uvicorn's exit status when the app cannot start
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(model_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("APP_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WORKERS": "1",
+            "APP_MODEL_DIR": str(model_dir),
+            "APP_LOG_FORMAT": "json",
+            **extra,
+        }
+    )
+    return env
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    """Start `command` in its own process group; stop that group (and only it) afterwards.
+
+    Output goes to `log` (a file, so a chatty server can never block on a full pipe).
+    """
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def wait_ready(
+    base_url: str, process: subprocess.Popen[str], log: Path, timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("server did not become ready")
+
+
+def make_serve() -> list[str]:
+    # `-o .venv/.runtime`: the test runs inside the installed dev environment, so the install
+    # step that `serve` depends on is taken as done; the recipe itself runs as in production.
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    return [make, "--no-print-directory", "-o", ".venv/.runtime", "serve"]
+
+
+def test_make_serve_answers_over_loopback(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    with running(make_serve(), server_env(checkpoints["lstm"], port), log) as process:
+        wait_ready(base_url, process, log)
+        response = httpx.post(f"{base_url}/predict", json={"text": "I love this film"}, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["model"]["name"] == "tiny-lstm"
+        assert response.headers["x-request-id"]
+        error = httpx.post(f"{base_url}/predict", json={"text": " "}, timeout=10)
+        assert error.status_code == 422
+        too_big = httpx.post(
+            f"{base_url}/predict",
+            content=b"x" * 2_000_000,
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        assert too_big.status_code == 413
+        assert too_big.json()["error"]["code"] == "body_too_large"
+        assert "server" not in response.headers  # no version banner
+        stop(process)
+    output = log.read_text()
+    assert '"message": "ready"' in output
+    assert '"message": "shutting down"' in output
+
+
+def test_several_workers_share_the_socket_and_the_metrics(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "app"]
+    env = server_env(checkpoints["gru"], port, WORKERS="2", APP_ACCESS_LOG="false")
+    log = tmp_path / "server.log"
+    with running(command, env, log) as process:
+        wait_ready(base_url, process, log)
+        for _ in range(20):
+            with httpx.Client(base_url=base_url, timeout=10) as client:  # new connections
+                assert client.post("/predict", json={"text": "fine"}).status_code == 200
+        metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('http_requests_total{method="POST",route="/predict",status="200"}')
+    )
+    assert float(line.rsplit(" ", 1)[1]) == 20  # counted across both workers
+
+
+def corrupt_copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    weights = target / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_broken_checkpoint_makes_the_process_exit_non_zero(
+    checkpoints: dict[str, Path], tmp_path: Path, workers: str
+) -> None:
+    broken = corrupt_copy(checkpoints["rnn"], tmp_path / "broken")
+    env = server_env(broken, free_port(), WORKERS=workers)
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == STARTUP_FAILURE, result.stderr
+    assert "cannot serve: the model failed to load" in result.stderr
+    assert "model.safetensors: sha256 does not match manifest.json" in result.stderr
+
+
+def test_a_missing_checkpoint_makes_the_process_exit_non_zero(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "nowhere", free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == STARTUP_FAILURE
+    assert "checkpoint directory does not exist" in result.stderr
+
+
+def test_invalid_settings_exit_before_serving(checkpoints: dict[str, Path]) -> None:
+    env = server_env(checkpoints["rnn"], free_port(), APP_MAX_TOKENS="-5")
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "max_tokens" in result.stderr
