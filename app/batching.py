@@ -7,8 +7,11 @@ the worker takes whatever is queued the moment the model is free, and texts that
 a batch runs form the next one. `max_wait_s > 0` adds an optional wait for a fuller batch.
 
 Backpressure: the queue holds at most `queue_size` texts. A request that does not fit is
-refused at once with `OverloadedError` (503 + Retry-After upstream) instead of joining an unbounded
-line, and every request has a deadline (`DeadlineExceededError`) covering its wait and its batch.
+refused at once with `OverloadedError` (503 + Retry-After upstream) instead of joining an
+unbounded line. Every request has a deadline: an item still queued when its deadline passes is
+dropped, not computed, and its request fails with `DeadlineExceededError`. The deadline is
+checked by the worker as it forms each batch (no timer per request: one costs several
+microseconds on the hot path), so it is exact to within one batch's run time.
 
 The model runs on `executor` (one dedicated thread, so torch is only ever entered from one
 place), or on the event loop itself when `executor` is None.
@@ -66,6 +69,7 @@ class _NullObserver:
 class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[Out]
+    deadline: float  # loop time
 
 
 class MicroBatcher(Generic[In, Out]):
@@ -131,19 +135,18 @@ class MicroBatcher(Generic[In, Out]):
             self._observer.count_rejection("overloaded")
             raise OverloadedError(f"{len(self._queue)} texts are already waiting for the model")
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         futures: list[asyncio.Future[Out]] = [loop.create_future() for _ in items]
-        self._queue.extend(map(_Pending, items, futures))
+        self._queue.extend(
+            _Pending(item, future, deadline) for item, future in zip(items, futures, strict=True)
+        )
         self._wakeup.set()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                if len(futures) == 1:
-                    return [await futures[0]]
-                return list(await asyncio.gather(*futures))
-        except TimeoutError:
-            self._observer.count_rejection("deadline")
-            raise DeadlineExceededError(f"no result within {self._timeout_s:g} s") from None
+            if len(futures) == 1:
+                return [await futures[0]]
+            return list(await asyncio.gather(*futures))
         finally:
-            # On a deadline or a client gone away: whatever is still queued is skipped.
+            # A failed batch-mate or a client gone away: whatever is still queued is skipped.
             for future in futures:
                 future.cancel()
 
@@ -158,7 +161,7 @@ class MicroBatcher(Generic[In, Out]):
             else:
                 # Not a timer: one turn of the loop lets handlers that are ready now queue too.
                 await asyncio.sleep(0)
-            batch = self._take()
+            batch = self._take(loop.time())
             self._observer.set_queue_depth(len(self._queue))
             if batch:
                 await self._run(batch, loop)
@@ -176,13 +179,20 @@ class MicroBatcher(Generic[In, Out]):
             except TimeoutError:
                 return
 
-    def _take(self) -> list[_Pending[In, Out]]:
+    def _take(self, now: float) -> list[_Pending[In, Out]]:
         batch: list[_Pending[In, Out]] = []
         queue = self._queue
         while queue and len(batch) < self._max_batch_size:
             pending = queue.popleft()
-            if not pending.future.done():  # cancelled: its request has given up
-                batch.append(pending)
+            if pending.future.done():  # cancelled: its request has given up
+                continue
+            if pending.deadline < now:
+                self._observer.count_rejection("deadline")
+                pending.future.set_exception(
+                    DeadlineExceededError(f"no result within {self._timeout_s:g} s")
+                )
+                continue
+            batch.append(pending)
         return batch
 
     async def _run(self, batch: list[_Pending[In, Out]], loop: asyncio.AbstractEventLoop) -> None:
@@ -195,6 +205,11 @@ class MicroBatcher(Generic[In, Out]):
                 outputs = await loop.run_in_executor(self._executor, self._run_batch, items)
             if len(outputs) != len(items):
                 raise RuntimeError(f"run_batch returned {len(outputs)} outputs for {len(items)}")
+        except asyncio.CancelledError:
+            for pending in batch:  # stopping while this batch ran: nobody may wait forever
+                if not pending.future.done():
+                    pending.future.set_exception(OverloadedError("the service is shutting down"))
+            raise
         except Exception as error:
             logger.exception("batch of %d failed", len(items))
             for pending in batch:

@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.api.deps import api_key_auth, require_json
+from app.api.deps import api_key_auth
 from app.api.routes import docs, health, hidden_states, model, predict
 from app.api.routes import metrics as metrics_route
 from app.core.config import Settings, get_settings
@@ -67,13 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    inference_guards: list[Any] = [Depends(require_json)]
-    if settings.api_keys:
-        inference_guards.insert(0, Depends(api_key_auth(settings.api_keys)))
-    app.include_router(predict.router, dependencies=inference_guards)
-    app.include_router(hidden_states.router, dependencies=inference_guards)
-    model_guards = inference_guards[:1] if settings.api_keys else []
-    app.include_router(model.router, dependencies=model_guards)
+    guards = [Depends(api_key_auth(settings.api_keys))] if settings.api_keys else []
+    app.include_router(predict.router, dependencies=guards)
+    app.include_router(hidden_states.router, dependencies=guards)
+    app.include_router(model.router, dependencies=guards)
     app.include_router(health.router)
     app.include_router(metrics_route.build_router(metrics))
     if settings.docs:

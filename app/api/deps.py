@@ -26,10 +26,20 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
+async def get_inference_runtime(request: Request) -> Runtime:
+    """`get_runtime` for routes that take a JSON body: 415 first if the body is not JSON.
+
+    One dependency rather than two: each costs the hot path several microseconds.
+    """
+    require_json(request)
+    return await get_runtime(request)
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+InferenceRuntimeDep = Annotated[Runtime, Depends(get_inference_runtime)]
 
 
-async def require_json(request: Request) -> None:
+def require_json(request: Request) -> None:
     """415 unless a request that carries a body says it is JSON."""
     content_type = request.headers.get("content-type")
     if content_type is None:

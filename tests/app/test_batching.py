@@ -127,7 +127,7 @@ async def test_full_queue_refuses_at_once() -> None:
             await batcher.stop()
 
 
-async def test_deadline_cancels_the_request_and_its_queued_items() -> None:
+async def test_items_past_their_deadline_are_dropped_not_computed() -> None:
     gate = threading.Event()
     seen: list[list[int]] = []
 
@@ -142,16 +142,35 @@ async def test_deadline_cancels_the_request_and_its_queued_items() -> None:
         )
         batcher.start()
         try:
+            asyncio.get_running_loop().call_later(0.1, gate.set)  # the first batch is slow
             with pytest.raises(DeadlineExceededError):
                 await batcher.submit([1, 2, 3])
-            gate.set()
-            await asyncio.sleep(0.05)
             assert await batcher.submit([4]) == [4]
         finally:
             gate.set()
             await batcher.stop()
-    assert [2] not in seen  # given up on: never computed
-    assert [3] not in seen
+    assert seen == [[1], [4]]  # 2 and 3 waited past their deadline: never computed
+
+
+async def test_stopping_fails_the_running_batch_and_the_queue() -> None:
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            lambda items: [gate.wait(5) and item for item in items],
+            max_batch_size=1,
+            queue_size=10,
+            timeout_s=5.0,
+            executor=executor,
+        )
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit([1]))
+        queued = asyncio.ensure_future(batcher.submit([2]))
+        await asyncio.sleep(0.02)
+        await batcher.stop()
+        gate.set()
+        for request in (running, queued):
+            with pytest.raises(OverloadedError, match="shutting down"):
+                await request
 
 
 async def test_errors_reach_every_request_in_the_batch() -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from app.errors import UnavailableError, error_responses
-from app.runtime import Runtime
+from app.api.deps import RuntimeDep
+from app.errors import error_responses
 from app.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["operations"])
@@ -18,12 +18,6 @@ async def healthz() -> HealthResponse:
 
 
 @router.get("/readyz", responses=error_responses(503))
-async def readyz(request: Request) -> ReadyResponse:
+async def readyz(runtime: RuntimeDep) -> ReadyResponse:
     """200 once the model is loaded and warmed up; 503 before that and while shutting down."""
-    runtime: Runtime | None = getattr(request.state, "runtime", None)
-    if runtime is None or not runtime.ready:
-        retry_after = runtime.settings.retry_after_s if runtime is not None else 1
-        raise UnavailableError(
-            "not_ready", "The model is not loaded yet; retry later.", retry_after
-        )
     return ReadyResponse(model=runtime.model)

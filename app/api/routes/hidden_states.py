@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from app.api.deps import RuntimeDep
+from app.api.deps import InferenceRuntimeDep
 from app.errors import error_responses
 from app.schemas import (
     HIDDEN_STATES_EXAMPLES,
@@ -28,7 +28,7 @@ router = APIRouter(tags=["inference"])
 )
 async def hidden_states(
     body: Annotated[HiddenStatesRequest, Body(openapi_examples=HIDDEN_STATES_EXAMPLES)],
-    runtime: RuntimeDep,
+    runtime: InferenceRuntimeDep,
 ) -> HiddenStatesResponse:
     """Tokens with offsets, per-token hidden states and predictions, and the final prediction."""
     encoded, states = await runtime.trace(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from app.api.deps import RuntimeDep
+from app.api.deps import InferenceRuntimeDep
 from app.errors import error_responses
 from app.schemas import (
     PREDICT_EXAMPLES,
@@ -22,7 +22,7 @@ router = APIRouter(tags=["inference"])
 @router.post("/predict", responses=error_responses(400, 401, 413, 415, 422, 503))
 async def predict(
     body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],
-    runtime: RuntimeDep,
+    runtime: InferenceRuntimeDep,
 ) -> PredictResponse | BatchPredictResponse:
     """Predict the sentiment of one text (`text`) or of a batch (`texts`)."""
     if body.text is not None:
