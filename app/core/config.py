@@ -45,13 +45,17 @@ class Settings(BaseSettings):
     )
 
     # Logs: one JSON object per line by default, for log shippers; "text" for a terminal.
-    log_level: LogLevel = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_level: LogLevel = Field("INFO", description="Log level of the app and uvicorn.")
+    log_format: Literal["json", "text"] = Field("json", description="json lines, or text.")
     access_log: bool = Field(True, description="One log line per request.")
 
     # Inference routes require `Authorization: Bearer <key>` when any key is set.
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="Comma-separated keys; when set, inference routes need one."
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated origins allowed by CORS; empty: no CORS headers."
+    )
 
     # Micro-batching and load shedding (see app/batching.py).
     max_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
@@ -65,7 +69,9 @@ class Settings(BaseSettings):
         1024, ge=1, description="Texts waiting for the model before new requests get 503."
     )
     request_timeout_s: float = Field(
-        10.0, gt=0.0, description="Deadline for a request's inference, queueing included."
+        10.0,
+        gt=0.0,
+        description="Deadline for a request's wait for the model; past it, 503 and no compute.",
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 503.")
     inference_thread: bool = Field(
@@ -79,7 +85,9 @@ class Settings(BaseSettings):
         ),
     )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker.")
-    gc_freeze: bool = Field(True, description="gc.freeze() after start-up (see PERFORMANCE.md).")
+    gc_freeze: bool = Field(
+        True, description="gc.freeze() after start-up: full collections skip the start-up heap."
+    )
 
     docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
 
