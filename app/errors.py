@@ -8,7 +8,6 @@ lists field-level problems (422) and is empty otherwise. No traceback ever reach
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,8 +19,6 @@ from starlette.responses import Response
 
 from app.core.logging import request_id_var
 from app.schemas import ErrorResponse
-
-logger = logging.getLogger("app.errors")
 
 ERROR_CODES: dict[int, str] = {
     400: "malformed_json",

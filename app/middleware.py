@@ -92,7 +92,12 @@ class RequestMiddleware:
             request_id_var.reset(token)
 
     def _finish(self, scope: Scope, status: int, elapsed: float) -> None:
-        template = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+        template = getattr(scope.get("route"), "path", None)
+        if template is None:
+            # Plain Starlette routes and mounts (/openapi.json, /static/...) leave no route in
+            # the scope: a path that answered successfully names a real resource (few of
+            # them); anything else is lumped together so clients cannot mint label values.
+            template = scope["path"] if status < 400 else UNMATCHED_ROUTE
         method = scope["method"]
         self.metrics.observe_request(template, method, status, elapsed)
         if self.access_log:

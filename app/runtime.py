@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from app.metrics import Metrics
 from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
 from app.schemas import ModelRef
 from training.checkpoint import load_checkpoint
-
-logger = logging.getLogger("app.runtime")
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -61,7 +58,9 @@ class Runtime:
             observer=metrics,
         )
         tracer = SerialRunner(
-            max_waiting=max(1, settings.queue_size // 64),
+            # A trace costs about as much as a full batch of predictions: allow as many waiting
+            # traces as the queue holds full batches.
+            max_waiting=max(1, settings.queue_size // settings.max_batch_size),
             timeout_s=settings.request_timeout_s,
             executor=executor,
             observer=metrics,
@@ -71,8 +70,10 @@ class Runtime:
     async def start(self) -> None:
         """Start the batcher and warm every path up; then the runtime is ready."""
         self.batcher.start()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.predictor.warm_up)
+        if self.executor is None:
+            self.predictor.warm_up()
+        else:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.warm_up)
         self.metrics.model_info.labels(self.predictor.name, self.predictor.version).set(1)
         self.ready = True
         self.metrics.ready.set(1)

@@ -34,6 +34,22 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     assert error["message"] == "The request body is not valid JSON."
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"[" * 200_000, id="deeply-nested"),
+        pytest.param(b'{"text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", id="nested-value"),
+        pytest.param(b"", id="empty-body"),
+    ],
+)
+async def test_hostile_json_is_a_clean_4xx(client: httpx.AsyncClient, content: bytes) -> None:
+    response = await client.post(
+        "/predict", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    ErrorResponse.model_validate(response.json())
+
+
 async def test_invalid_utf8_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/predict", content=b'{"text": "\xff\xfe"}', headers={"content-type": "application/json"}

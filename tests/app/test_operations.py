@@ -57,13 +57,16 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     await client.post("/predict", json={"texts": ["good", "bad", "meh"]})
     await client.post("/predict", json={"text": ""})
     await client.get("/no/such/page")
+    await client.get("/static/no/such/file.js")
+    await client.get("/openapi.json")
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert 'http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
     assert 'http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
-    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"} 2.0' in text
+    assert 'http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
     assert 'http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}' in text
     assert "inference_batch_size_bucket" in text
     assert "inference_batch_duration_seconds_count" in text
