@@ -40,7 +40,6 @@ CHECKPOINT_KINDS = {
 def build_checkpoint(directory: Path, kind: str, seed: int = 0) -> Path:
     counts = Counter(token.norm for text in CORPUS for token in tokenize(text))
     vocab = Vocabulary.build(dict(counts))
-    torch.manual_seed(seed)
     config = ModelConfig(
         vocab_size=len(vocab),
         num_labels=len(LABELS),
@@ -49,7 +48,9 @@ def build_checkpoint(directory: Path, kind: str, seed: int = 0) -> Path:
         dropout=0.0,
         **CHECKPOINT_KINDS[kind],  # type: ignore[arg-type]
     )
-    model = SentimentRNN(config).eval()
+    with torch.random.fork_rng():  # seeded weights, and other tests' random state untouched
+        torch.manual_seed(seed)
+        model = SentimentRNN(config).eval()
     card = {
         "name": f"tiny-{kind}",
         "data": {"source": "tests/conftest.py", "sha256": "0" * 64},
