@@ -3,9 +3,10 @@
 #   docker build -t rnn-sentiment .
 #   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp rnn-sentiment
 #
-# Three stages: `requirements` turns pyproject.toml into a requirements list, `build` installs
-# the dependencies into a virtualenv (and has the toolchain), `runtime` is the slim image that
-# ships: the virtualenv, the checkpoint and the project's own wheel, run as a non-root user.
+# Stages: `requirements` turns pyproject.toml into a requirements list, `build` installs the
+# dependencies into a virtualenv (and has the toolchain), `project` builds the project's wheel,
+# `runtime` is the slim image that ships: the virtualenv, the checkpoint and the wheel, run as
+# a non-root user.
 # The README's "Deployment (container)" section documents the build arguments and settings.
 
 # The runtime dependencies alone, so that editing anything else in pyproject.toml (dev tools,
@@ -48,7 +49,10 @@ COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt \
     && python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
 
-# The project itself, as a wheel (app + training's model and checkpoint code, no data).
+
+# The project itself, as a wheel (app + training's model and checkpoint code, no data), in a
+# stage of its own so that the virtualenv the runtime copies never changes with the code.
+FROM build AS project
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app/ app/
@@ -83,8 +87,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --from=build /model/ /app/model_store/default/
-COPY --from=build /dist/ /tmp/dist/
+COPY --from=project /model/ /app/model_store/default/
+COPY --from=project /dist/ /tmp/dist/
 RUN pip install --no-deps --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
         /tmp/dist/*.whl \
     && rm -rf /tmp/dist
