@@ -6,7 +6,8 @@ serving rebuilds it from the config stored in a checkpoint (`training.checkpoint
 The recurrence is PyTorch's: `nn.RNN` is the plain `h_t = tanh(W_hh h_{t-1} + W_xh x_t)`,
 `nn.LSTM` and `nn.GRU` its gated forms. The head reads the last layer's final hidden state,
 like `y_t = W_hy h_t`; applied to every step (`forward_steps`) it gives the prediction "if
-the text ended here".
+the text ended here". `step_from` continues a text from the state an earlier piece left, which
+is what streaming (`app/streaming.py`) is built on.
 """
 
 from __future__ import annotations
@@ -94,6 +95,30 @@ class StepStates(NamedTuple):
     logits: torch.Tensor
 
 
+class RecurrentState(NamedTuple):
+    """What a unidirectional model carries from one token to the next: all it remembers.
+
+    `hidden` is every layer's last hidden state (L, H); `cell` the LSTM's cell state (L, H),
+    else None. Zeros are the state before the first token.
+    """
+
+    hidden: torch.Tensor
+    cell: torch.Tensor | None
+
+
+class StepResult(NamedTuple):
+    """What `step_from` returns after reading T more tokens.
+
+    `step_logits` (T, num_labels) is the head applied to each new `h_t` of the last layer,
+    `logits` (num_labels,) the prediction after the last of them (with T = 0, that of the
+    state it was given), and `state` the state to continue from.
+    """
+
+    step_logits: torch.Tensor
+    logits: torch.Tensor
+    state: RecurrentState
+
+
 class SentimentRNN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -160,6 +185,41 @@ class SentimentRNN(nn.Module):
         logits = self.head(torch.cat(final, dim=-1))  # (num_labels,)
         step_logits = None if config.bidirectional else self.head(last[0].hidden)  # (T, C)
         return StepStates(layers, step_logits, logits)
+
+    def initial_state(self) -> RecurrentState:
+        """The state before the first token: zeros, in the weights' dtype."""
+        config = self.config
+        zeros = self.head.weight.new_zeros(config.num_layers, config.hidden_size)  # (L, H)
+        return RecurrentState(zeros, zeros.clone() if config.cell == "lstm" else None)
+
+    def step_from(self, ids: torch.Tensor, state: RecurrentState | None = None) -> StepResult:
+        """Read the next tokens ids (T,) of a text from `state` (None: its start); T may be 0.
+
+        Reading a text in pieces, each from the state the previous one returned, computes what
+        one pass over the whole text does: the recurrence only ever looks back through its
+        state. It runs the packed module itself (`self.rnn`, with `state` as its initial
+        state), the same kernel `forward` uses, so the logits agree with `forward` to rounding.
+        A bidirectional model cannot do this: its backward direction starts at the text's end.
+        """
+        config = self.config
+        if config.bidirectional:
+            raise ValueError("a bidirectional model cannot read a text in pieces")
+        if self.training:
+            raise RuntimeError("step_from is for inference; call model.eval() first")
+        state = self.initial_state() if state is None else state
+        if ids.numel() == 0:
+            logits = self.head(state.hidden[-1])  # (num_labels,)
+            return StepResult(logits.new_zeros(0, config.num_labels), logits, state)
+        embedded = self.embedding(ids).unsqueeze(0)  # (1, T, E)
+        h_0 = state.hidden.unsqueeze(1)  # (L, 1, H)
+        if state.cell is None:
+            output, h_n = self.rnn(embedded, h_0)  # (1, T, H), (L, 1, H)
+            new_state = RecurrentState(h_n.squeeze(1), None)
+        else:
+            output, (h_n, c_n) = self.rnn(embedded, (h_0, state.cell.unsqueeze(1)))
+            new_state = RecurrentState(h_n.squeeze(1), c_n.squeeze(1))
+        step_logits = self.head(output.squeeze(0))  # (T, num_labels)
+        return StepResult(step_logits, step_logits[-1], new_state)
 
     def _trace_direction(self, inputs: torch.Tensor, layer: int, direction: int) -> LayerTrace:
         """Unroll one layer in one direction over inputs (T, in) -> LayerTrace."""
