@@ -24,7 +24,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.api.deps import api_key_auth
-from app.api.routes import docs, health, hidden_states, model, predict
+from app.api.routes import docs, explain, health, hidden_states, model, predict, tokenize
 from app.api.routes import metrics as metrics_route
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
@@ -39,7 +39,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = """
 Sentiment of English text from a recurrent neural network, and a look inside it:
 `/predict` labels one text or a batch; `/hidden-states` shows the network's state after each
-token and what it would predict if the text ended there.
+token and what it would predict if the text ended there; `/tokenize` and `/explain` show how it
+reads a text and which words moved it.
 
 Every error has the same shape: `{"error": {"code", "message", "details"}, "request_id"}`.
 """
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
     app.include_router(model.router, dependencies=guards)
+    app.include_router(tokenize.router, dependencies=guards)
+    app.include_router(explain.router, dependencies=guards)
     app.include_router(health.router)
     app.include_router(metrics_route.build_router(metrics))
     if settings.docs:
@@ -154,8 +157,15 @@ def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[
             components = schema.get("components", {}).get("schemas", {})
             predict_request = components.get("PredictRequest", {}).get("properties", {})
             hidden_request = components.get("HiddenStatesRequest", {}).get("properties", {})
+            explain_request = components.get("ExplainRequest", {}).get("properties", {})
+            tokenize_request = components.get("TokenizeRequest", {}).get("properties", {})
             text_limits = {"maxLength": settings.max_text_chars}
-            for prop in (predict_request.get("text"), hidden_request.get("text")):
+            for prop in (
+                predict_request.get("text"),
+                hidden_request.get("text"),
+                explain_request.get("text"),
+                tokenize_request.get("text"),
+            ):
                 for option in (prop or {}).get("anyOf", [prop or {}]):
                     if option.get("type") == "string":
                         option.update(text_limits)
@@ -163,6 +173,9 @@ def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[
                 if option.get("type") == "array":
                     option["maxItems"] = settings.max_texts
                     option.get("items", {}).update(text_limits)
+            for option in explain_request.get("steps", {}).get("anyOf", []):
+                if option.get("type") == "integer":
+                    option["maximum"] = settings.max_ig_steps
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -15,12 +15,13 @@ when throughput matters more than that guarantee.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from training.checkpoint import Checkpoint
+from training.model import LayerTrace
 from training.tokenizer import Token, tokenize
 
 
@@ -55,8 +56,12 @@ class Prediction:
 class LayerStates:
     layer: int
     direction: Literal["forward", "backward"]
-    hidden: list[list[float]]  # [T][H]
+    hidden: list[list[float]]  # [T][H], or [T][len(units)] for a unit selection
     cell: list[list[float]] | None  # [T][H], LSTM on request
+    gates: dict[str, list[list[float]]] | None = None  # name -> [T][H], on request
+    units: list[int] | None = None  # the hidden units shown, when not all of them
+    norm: list[float] = field(default_factory=list)  # [T] L2 norm of h_t (every unit)
+    saturated: list[float] = field(default_factory=list)  # [T] share of |h_t| > threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,12 @@ class HiddenStates:
     steps: list[tuple[str, dict[str, float]]]  # (label, probabilities) after each token
     steps_note: str | None
     prediction: Prediction
+    flips: list[int] = field(default_factory=list)  # t where steps[t] != steps[t - 1] (label)
+
+
+# A unit with |h| above this is pinned near tanh's (or the LSTM output's) bound of 1: it has
+# stopped responding to its input for now.
+SATURATION_THRESHOLD = 0.95
 
 
 BIDIRECTIONAL_STEPS_NOTE = (
@@ -152,8 +163,17 @@ class Predictor:
         all_layers: bool = False,
         include_cell: bool = False,
         decimals: int | None = None,
+        include_gates: bool = False,
+        units: Sequence[int] | None = None,
+        top_k: int | None = None,
     ) -> HiddenStates:
-        """Per-token states of the last (or every) layer, per-step predictions, the prediction."""
+        """Per-token states of the last (or every) layer, per-step predictions, the prediction.
+
+        `units` keeps only those hidden units (in that order); `top_k` keeps each layer's and
+        direction's k most active units (largest mean |h_t| over the tokens, ties to the lower
+        index). Cell states and gates follow the same units; `norm` and `saturated` always
+        summarise every unit.
+        """
         config = self.model.config
         with torch.inference_mode():
             trace = self.model.forward_steps(torch.tensor(encoded.ids, dtype=torch.long))
@@ -164,15 +184,15 @@ class Predictor:
             )
             wanted = range(config.num_layers) if all_layers else (config.num_layers - 1,)
             layers = [
-                LayerStates(
-                    layer=layer,
-                    direction="backward" if direction else "forward",
-                    hidden=_rounded(states.hidden, decimals),
-                    cell=(
-                        _rounded(states.cell, decimals)
-                        if include_cell and states.cell is not None
-                        else None
-                    ),
+                _layer_states(
+                    layer,
+                    direction,
+                    states,
+                    include_cell=include_cell,
+                    include_gates=include_gates,
+                    units=units,
+                    top_k=top_k,
+                    decimals=decimals,
                 )
                 for layer in wanted
                 for direction, states in enumerate(trace.layers[layer])
@@ -196,6 +216,7 @@ class Predictor:
             steps=steps,
             steps_note=BIDIRECTIONAL_STEPS_NOTE if config.bidirectional else None,
             prediction=prediction,
+            flips=[t for t in range(1, len(steps)) if steps[t][0] != steps[t - 1][0]],
         )
 
     def warm_up(self) -> None:
@@ -206,12 +227,67 @@ class Predictor:
         ]
         self.predict_ids(batch)
         self.predict_ids(batch[:1])
-        self.hidden_states(EncodedText([], batch[1]), all_layers=True, include_cell=True)
+        self.hidden_states(
+            EncodedText([], batch[1]), all_layers=True, include_cell=True, include_gates=True
+        )
 
 
 def _prediction(labels: tuple[str, ...], row: list[float]) -> Prediction:
     best = max(range(len(row)), key=row.__getitem__)
     return Prediction(labels[best], row[best], dict(zip(labels, row, strict=True)))
+
+
+def _layer_states(
+    layer: int,
+    direction: int,
+    states: LayerTrace,
+    *,
+    include_cell: bool,
+    include_gates: bool,
+    units: Sequence[int] | None,
+    top_k: int | None,
+    decimals: int | None,
+) -> LayerStates:
+    """One layer's and direction's trace as lists, for the units asked for."""
+    hidden = states.hidden  # (T, H)
+    if units is not None:
+        chosen: list[int] | None = list(units)
+    elif top_k is not None:
+        activity = hidden.abs().mean(dim=0)  # (H,)
+        # A stable sort on -activity keeps ties in index order, so the choice is reproducible.
+        order = torch.sort(-activity, stable=True).indices[:top_k]
+        chosen = order.tolist()
+    else:
+        chosen = None
+    index = None if chosen is None else torch.tensor(chosen, dtype=torch.long)
+
+    def pick(tensor: torch.Tensor) -> list[list[float]]:
+        return _rounded(tensor if index is None else tensor[:, index], decimals)
+
+    norm = torch.linalg.vector_norm(hidden, dim=-1)  # (T,)
+    saturated = (hidden.abs() > SATURATION_THRESHOLD).to(hidden.dtype).mean(dim=-1)  # (T,)
+    return LayerStates(
+        layer=layer,
+        direction="backward" if direction else "forward",
+        hidden=pick(hidden),
+        cell=pick(states.cell) if include_cell and states.cell is not None else None,
+        gates=(
+            {name: pick(values) for name, values in states.gates.items()}
+            if include_gates and states.gates
+            else None
+        ),
+        units=chosen,
+        norm=_rounded_row(norm, decimals),
+        saturated=_rounded_row(saturated, decimals),
+    )
+
+
+def _rounded_row(tensor: torch.Tensor, decimals: int | None) -> list[float]:
+    values = tensor.float()
+    if decimals is not None:
+        values = values.double().round(decimals=decimals)
+    row: list[float] = values.tolist()
+    return row
 
 
 def _rounded(tensor: torch.Tensor, decimals: int | None) -> list[list[float]]:

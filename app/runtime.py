@@ -14,6 +14,7 @@ import torch
 from app.batching import DeadlineExceededError, MicroBatcher, OverloadedError, SerialRunner
 from app.core.config import Settings
 from app.errors import InvalidInputError, UnavailableError
+from app.explain import Baseline, Explainer, Explanation, Replacement
 from app.metrics import Metrics
 from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
 from app.schemas import ModelRef
@@ -32,6 +33,7 @@ class Runtime:
     batcher: MicroBatcher[list[int], Prediction]
     tracer: SerialRunner
     executor: ThreadPoolExecutor | None
+    explainer: Explainer
     ready: bool = False
     model: ModelRef = field(init=False)
 
@@ -65,15 +67,18 @@ class Runtime:
             executor=executor,
             observer=metrics,
         )
-        return cls(settings, metrics, predictor, batcher, tracer, executor)
+        return cls(settings, metrics, predictor, batcher, tracer, executor, Explainer(predictor))
 
     async def start(self) -> None:
         """Start the batcher and warm every path up; then the runtime is ready."""
         self.batcher.start()
         if self.executor is None:
             self.predictor.warm_up()
+            self.explainer.warm_up()
         else:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.predictor.warm_up)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, self.predictor.warm_up)
+            await loop.run_in_executor(self.executor, self.explainer.warm_up)
         self.metrics.model_info.labels(self.predictor.name, self.predictor.version).set(1)
         self.ready = True
         self.metrics.ready.set(1)
@@ -105,7 +110,15 @@ class Runtime:
             raise self._unavailable(error) from None
 
     async def trace(
-        self, text: str, *, all_layers: bool, include_cell: bool, decimals: int | None
+        self,
+        text: str,
+        *,
+        all_layers: bool,
+        include_cell: bool,
+        decimals: int | None,
+        include_gates: bool = False,
+        units: Sequence[int] | None = None,
+        top_k: int | None = None,
     ) -> tuple[EncodedText, HiddenStates]:
         """Encode `text` and trace it through the network (422/503 as ApiError)."""
         (encoded,) = self.encode(
@@ -117,8 +130,40 @@ class Runtime:
             all_layers=all_layers,
             include_cell=include_cell,
             decimals=decimals,
+            include_gates=include_gates,
+            units=units,
+            top_k=top_k,
         )
         try:
+            return encoded, await self.tracer.run(call)
+        except (OverloadedError, DeadlineExceededError) as error:
+            raise self._unavailable(error) from None
+
+    async def explain(
+        self,
+        text: str,
+        *,
+        label: str | None,
+        methods: Sequence[str],
+        steps: int,
+        baseline: Baseline,
+        replacement: Replacement,
+        decimals: int | None,
+    ) -> tuple[EncodedText, Explanation]:
+        """Encode `text` and attribute its prediction to its tokens (422/503 as ApiError)."""
+        (encoded,) = self.encode([text], field="text", max_tokens=self.settings.max_explain_tokens)
+        call = partial(
+            self.explainer.explain,
+            encoded,
+            label=label,
+            methods=methods,
+            steps=steps,
+            baseline=baseline,
+            replacement=replacement,
+            decimals=decimals,
+        )
+        try:
+            # As heavy as a trace or heavier: it shares the traces' single-file queue.
             return encoded, await self.tracer.run(call)
         except (OverloadedError, DeadlineExceededError) as error:
             raise self._unavailable(error) from None

@@ -41,7 +41,21 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="Request body size; refused before it is read whole."
     )
     max_hidden_state_tokens: int = Field(
-        128, ge=1, description="Tokens per /hidden-states text (its response grows with each)."
+        256, ge=1, description="Tokens per /hidden-states text (its response grows with each)."
+    )
+    max_response_bytes: int = Field(
+        2_097_152,
+        ge=1024,
+        description=(
+            "Largest /hidden-states response; bigger ones get 422 asking for fewer units "
+            "('units', 'top_k'), fewer decimals or fewer layers."
+        ),
+    )
+    max_explain_tokens: int = Field(
+        256, ge=1, description="Tokens per /explain text (each costs a forward per method)."
+    )
+    max_ig_steps: int = Field(
+        128, ge=1, description="Integrated-gradients steps a /explain request may ask for."
     )
 
     # Logs: one JSON object per line by default, for log shippers; "text" for a terminal.

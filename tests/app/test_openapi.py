@@ -9,13 +9,21 @@ import pytest
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
-from app.schemas import ErrorResponse, HiddenStatesRequest, PredictRequest
+from app.schemas import (
+    ErrorResponse,
+    ExplainRequest,
+    HiddenStatesRequest,
+    PredictRequest,
+    TokenizeRequest,
+)
 
 pytestmark = pytest.mark.anyio
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/predict": PredictRequest,
     "/hidden-states": HiddenStatesRequest,
+    "/tokenize": TokenizeRequest,
+    "/explain": ExplainRequest,
 }
 
 
@@ -32,6 +40,8 @@ async def test_schema_is_valid_openapi(schema: dict[str, Any]) -> None:
     assert set(schema["paths"]) == {
         "/predict",
         "/hidden-states",
+        "/tokenize",
+        "/explain",
         "/model",
         "/healthz",
         "/readyz",
@@ -87,8 +97,8 @@ async def test_limits_in_the_schema_are_those_enforced(serve: Any) -> None:
     assert text["maxLength"] == 300
     assert texts["maxItems"] == 7
     assert texts["items"]["maxLength"] == 300
-    hidden = schema["components"]["schemas"]["HiddenStatesRequest"]["properties"]["text"]
-    assert hidden["maxLength"] == 300
+    for request in ("HiddenStatesRequest", "TokenizeRequest", "ExplainRequest"):
+        assert schema["components"]["schemas"][request]["properties"]["text"]["maxLength"] == 300
 
 
 async def test_security_scheme_only_with_api_keys(serve: Any, schema: dict[str, Any]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body
+from fastapi.responses import Response
 
 from app.api.deps import InferenceRuntimeDep
-from app.errors import error_responses
+from app.errors import InvalidInputError, error_responses
+from app.predictor import SATURATION_THRESHOLD
 from app.schemas import (
     HIDDEN_STATES_EXAMPLES,
     HiddenStatesRequest,
@@ -24,22 +26,39 @@ router = APIRouter(tags=["inference"])
 @router.post(
     "/hidden-states",
     responses=error_responses(400, 401, 413, 415, 422, 503),
+    response_model=HiddenStatesResponse,
     response_model_exclude_none=True,
 )
 async def hidden_states(
     body: Annotated[HiddenStatesRequest, Body(openapi_examples=HIDDEN_STATES_EXAMPLES)],
     runtime: InferenceRuntimeDep,
-) -> HiddenStatesResponse:
-    """Tokens with offsets, per-token hidden states and predictions, and the final prediction."""
+) -> Response:
+    """Tokens with offsets, per-token hidden states, gates and predictions, and the prediction."""
+    hidden_size = runtime.predictor.model.config.hidden_size
+    if body.units is not None:
+        outside = [
+            {
+                "loc": ["body", "units", index],
+                "msg": f"unit {unit} does not exist; the model has units 0-{hidden_size - 1}",
+                "type": "unit_out_of_range",
+            }
+            for index, unit in enumerate(body.units)
+            if unit >= hidden_size
+        ]
+        if outside:
+            raise InvalidInputError(outside)
     encoded, states = await runtime.trace(
         body.text,
         all_layers=body.layers == "all",
         include_cell=body.include_cell_state,
         decimals=body.decimals,
+        include_gates=body.include_gates,
+        units=body.units,
+        top_k=None if body.top_k is None else min(body.top_k, hidden_size),
     )
     unk = runtime.predictor.vocab.unk_id
     prediction = states.prediction
-    return HiddenStatesResponse.model_construct(
+    response = HiddenStatesResponse.model_construct(
         tokens=[
             TokenInfo.model_construct(
                 text=token.text, start=token.start, end=token.end, id=id_, oov=id_ == unk
@@ -48,7 +67,14 @@ async def hidden_states(
         ],
         layers=[
             LayerStates.model_construct(
-                layer=layer.layer, direction=layer.direction, hidden=layer.hidden, cell=layer.cell
+                layer=layer.layer,
+                direction=layer.direction,
+                hidden=layer.hidden,
+                cell=layer.cell,
+                gates=layer.gates,
+                units=layer.units,
+                norm=layer.norm,
+                saturated=layer.saturated,
             )
             for layer in states.layers
         ],
@@ -57,8 +83,27 @@ async def hidden_states(
             for label, probabilities in states.steps
         ],
         steps_note=states.steps_note,
+        flips=states.flips,
+        saturation_threshold=SATURATION_THRESHOLD,
         prediction=Prediction.model_construct(
             label=prediction.label, score=prediction.score, probabilities=prediction.probabilities
         ),
         model=runtime.model,
     )
+    content = response.model_dump_json(exclude_none=True).encode()
+    limit = runtime.settings.max_response_bytes
+    if len(content) > limit:
+        raise InvalidInputError(
+            [
+                {
+                    "loc": ["body"],
+                    "msg": (
+                        f"the response would be {len(content)} bytes; the limit is {limit} "
+                        "(APP_MAX_RESPONSE_BYTES): ask for fewer units ('units' or 'top_k'), "
+                        "fewer 'decimals', the last layer only, or no gates or cell states"
+                    ),
+                    "type": "response_too_large",
+                }
+            ]
+        )
+    return Response(content, media_type="application/json")

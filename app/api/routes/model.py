@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
 from app.errors import error_responses
-from app.schemas import Architecture, Limits, ModelCardResponse
+from app.schemas import Architecture, Limits, ModelCardResponse, VocabularyInfo
 
 router = APIRouter(tags=["model"])
 
@@ -25,6 +27,7 @@ async def model_card(runtime: RuntimeDep) -> ModelCardResponse:
         sha256=predictor.checkpoint.sha256,
         labels=list(predictor.labels),
         vocab_size=len(predictor.vocab),
+        vocabulary=_vocabulary(len(predictor.vocab), card.get("vocabulary")),
         architecture=Architecture(
             cell=config.cell,
             embedding_dim=config.embedding_dim,
@@ -42,5 +45,26 @@ async def model_card(runtime: RuntimeDep) -> ModelCardResponse:
             max_texts=settings.max_texts,
             max_body_bytes=settings.max_body_bytes,
             max_hidden_state_tokens=settings.max_hidden_state_tokens,
+            max_response_bytes=settings.max_response_bytes,
+            max_explain_tokens=settings.max_explain_tokens,
+            max_ig_steps=settings.max_ig_steps,
         ),
+    )
+
+
+def _vocabulary(size: int, recorded: Any) -> VocabularyInfo:
+    """The vocabulary's size, and its coverage of the test split where training recorded it."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+
+    def count(key: str) -> int | None:
+        value = recorded.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    tokens, unknown = count("test_tokens"), count("test_tokens_unknown")
+    return VocabularyInfo(
+        size=size,
+        pretrained_rows=count("pretrained_rows"),
+        test_tokens=tokens,
+        test_tokens_unknown=unknown,
+        test_coverage=(round(1 - unknown / tokens, 6) if tokens and unknown is not None else None),
     )

@@ -1,0 +1,106 @@
+"""POST /explain: which tokens pushed the model toward a label (see app/explain.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from app.api.deps import InferenceRuntimeDep
+from app.errors import InvalidInputError, error_responses
+from app.explain import QUADRATURE
+from app.schemas import (
+    EXPLAIN_EXAMPLES,
+    ExplainRequest,
+    ExplainResponse,
+    IntegratedGradientsResult,
+    OcclusionResult,
+    Prediction,
+    TokenInfo,
+)
+
+router = APIRouter(tags=["explorer"])
+
+DEFAULT_STEPS = 50  # integrated gradients' quadrature nodes when the request names none
+
+
+@router.post(
+    "/explain",
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+    response_model_exclude_none=True,
+)
+async def explain(
+    body: Annotated[ExplainRequest, Body(openapi_examples=EXPLAIN_EXAMPLES)],
+    runtime: InferenceRuntimeDep,
+) -> ExplainResponse:
+    """Per-token attributions: integrated gradients on the embeddings, and occlusion."""
+    labels = runtime.predictor.labels
+    problems = []
+    if body.label is not None and body.label not in labels:
+        problems.append(
+            {
+                "loc": ["body", "label"],
+                "msg": f"unknown label {body.label!r}; the model's labels are {list(labels)}",
+                "type": "unknown_label",
+            }
+        )
+    max_steps = runtime.settings.max_ig_steps
+    steps = min(DEFAULT_STEPS, max_steps) if body.steps is None else body.steps
+    if steps > max_steps:
+        problems.append(
+            {
+                "loc": ["body", "steps"],
+                "msg": f"{steps} steps; the limit is {max_steps}",
+                "type": "too_many_steps",
+            }
+        )
+    if problems:
+        raise InvalidInputError(problems)
+    encoded, result = await runtime.explain(
+        body.text,
+        label=body.label,
+        methods=body.methods,
+        steps=steps,
+        baseline=body.baseline,
+        replacement=body.occlusion,
+        decimals=body.decimals,
+    )
+    unk = runtime.predictor.vocab.unk_id
+    gradients = result.integrated_gradients
+    occluded = result.occlusion
+    prediction = result.prediction
+    return ExplainResponse.model_construct(
+        tokens=[
+            TokenInfo.model_construct(
+                text=token.text, start=token.start, end=token.end, id=id_, oov=id_ == unk
+            )
+            for token, id_ in zip(encoded.tokens, encoded.ids, strict=True)
+        ],
+        label=result.label,
+        prediction=Prediction.model_construct(
+            label=prediction.label, score=prediction.score, probabilities=prediction.probabilities
+        ),
+        integrated_gradients=(
+            None
+            if gradients is None
+            else IntegratedGradientsResult.model_construct(
+                attributions=gradients.attributions,
+                baseline=gradients.baseline,
+                steps=gradients.steps,
+                quadrature=QUADRATURE,
+                logit=gradients.logit,
+                baseline_logit=gradients.baseline_logit,
+                delta=gradients.delta,
+            )
+        ),
+        occlusion=(
+            None
+            if occluded is None
+            else OcclusionResult.model_construct(
+                replacement=occluded.replacement,
+                attributions=occluded.attributions,
+                probability_changes=occluded.probability_changes,
+            )
+        ),
+        model=runtime.model,
+    )

@@ -1,0 +1,52 @@
+"""POST /tokenize: the tokens the model reads in a text, and which ones it knows."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from app.api.deps import InferenceRuntimeDep
+from app.errors import InvalidInputError, error_responses
+from app.schemas import TOKENIZE_EXAMPLES, TokenizedToken, TokenizeRequest, TokenizeResponse
+from training.tokenizer import tokenize as split_tokens
+
+router = APIRouter(tags=["explorer"])
+
+
+@router.post("/tokenize", responses=error_responses(400, 401, 413, 415, 422, 503))
+async def tokenize(
+    body: Annotated[TokenizeRequest, Body(openapi_examples=TOKENIZE_EXAMPLES)],
+    runtime: InferenceRuntimeDep,
+) -> TokenizeResponse:
+    """Tokens with ids, character offsets, normalised forms and out-of-vocabulary flags."""
+    limit = runtime.settings.max_text_chars
+    if len(body.text) > limit:
+        raise InvalidInputError(
+            [
+                {
+                    "loc": ["body", "text"],
+                    "msg": f"text has {len(body.text)} characters; the limit is {limit}",
+                    "type": "text_too_long",
+                }
+            ]
+        )
+    # Tokenizing is linear in the text and takes microseconds: no need for the model's thread.
+    vocab = runtime.predictor.vocab
+    tokens = [
+        TokenizedToken.model_construct(
+            text=token.text,
+            start=token.start,
+            end=token.end,
+            id=(id_ := vocab.lookup(token.norm)),
+            oov=id_ == vocab.unk_id,
+            norm=token.norm,
+        )
+        for token in split_tokens(body.text)
+    ]
+    return TokenizeResponse.model_construct(
+        tokens=tokens,
+        count=len(tokens),
+        oov_count=sum(token.oov for token in tokens),
+        model=runtime.model,
+    )
