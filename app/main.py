@@ -24,7 +24,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.api.deps import api_key_auth
-from app.api.routes import docs, explain, health, hidden_states, model, predict, tokenize
+from app.api.routes import docs, explain, explorer, health, hidden_states, model, predict, tokenize
 from app.api.routes import metrics as metrics_route
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
@@ -40,7 +40,7 @@ DESCRIPTION = """
 Sentiment of English text from a recurrent neural network, and a look inside it:
 `/predict` labels one text or a batch; `/hidden-states` shows the network's state after each
 token and what it would predict if the text ended there; `/tokenize` and `/explain` show how it
-reads a text and which words moved it.
+reads a text and which words moved it. The page at `/` draws all of that for a typed text.
 
 Every error has the same shape: `{"error": {"code", "message", "details"}, "request_id"}`.
 """
@@ -80,9 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(docs.router)
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/docs" if settings.docs else "/readyz")
+    if settings.explorer:
+        app.include_router(explorer.build_router())
+        app.mount(
+            explorer.ASSETS_PATH,
+            StaticFiles(directory=explorer.PAGE_DIR),
+            name="explorer",
+        )
+    else:
+
+        @app.get("/", include_in_schema=False)
+        async def home() -> RedirectResponse:
+            return RedirectResponse("/docs" if settings.docs else "/readyz")
 
     app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
 

@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     )
 
     docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    explorer: bool = Field(True, description="Serve the hidden-state explorer page at /.")
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.api.routes.explorer import CONTENT_SECURITY_POLICY
 from app.main import create_app
 from app.predictor import SATURATION_THRESHOLD
 from app.schemas import ErrorResponse
@@ -433,7 +434,7 @@ async def test_explain_deadline_is_503(serve: Any) -> None:
     assert response.headers["retry-after"] == "1"
 
 
-# --- auth, readiness -------------------------------------------------------------------------
+# --- auth, readiness, the page -------------------------------------------------------------------
 
 
 async def test_new_routes_need_a_key_when_keys_are_set(serve: Any) -> None:
@@ -444,6 +445,8 @@ async def test_new_routes_need_a_key_when_keys_are_set(serve: Any) -> None:
             assert_error(refused, 401, "unauthorized")
             assert refused.headers["www-authenticate"] == "Bearer"
             assert (await client.post(path, json={"text": "hi"}, headers=key)).status_code == 200
+        assert (await client.get("/")).status_code == 200  # the page is open; its calls are not
+        assert (await client.get("/explorer/explorer.js")).status_code == 200
 
 
 async def test_new_routes_are_503_before_the_model_is_ready(make_settings: Any) -> None:
@@ -452,3 +455,22 @@ async def test_new_routes_are_503_before_the_model_is_ready(make_settings: Any) 
         for path in ("/tokenize", "/explain"):
             response = await client.post(path, json={"text": "hello"})
             assert_error(response, 503, "not_ready")
+        assert (await client.get("/")).status_code == 200
+
+
+async def test_the_page_and_its_assets_are_local(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    html = response.text
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing from elsewhere
+    assets = re.findall(r"(?:src|href)=\"(/explorer/[^\"]+)\"", html)
+    assert {"/explorer/explorer.js", "/explorer/explorer.css"} <= set(assets)
+    for asset in assets:
+        fetched = await client.get(asset)
+        assert fetched.status_code == 200, asset
+        text = fetched.text.replace('"http://www.w3.org/2000/svg"', "")  # a name, not a fetch
+        assert "http://" not in text
+        assert "https://" not in text
+    assert (await client.get("/?text=not%20bad")).text == html  # the text is read by the page

@@ -130,8 +130,9 @@ async def test_docs_can_be_turned_off(serve: Any) -> None:
             assert (await client.get(path)).status_code == 404
 
 
-async def test_home_points_at_the_docs(client: httpx.AsyncClient) -> None:
-    response = await client.get("/")
+async def test_home_points_at_the_docs_without_the_explorer(serve: Any) -> None:
+    async with serve("rnn", explorer=False) as client:
+        response = await client.get("/")
     assert response.status_code == 307
     assert response.headers["location"] == "/docs"
 
