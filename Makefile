@@ -93,7 +93,8 @@ typecheck: $(VENV)/.dev ## mypy only
 	$(VENV)/bin/mypy
 
 compare-cells: $(VENV)/.dev ## Plain RNN vs LSTM vs GRU on the same data and budget (2 seeds)
-	$(PY) -m training compare --out runs/compare
+	$(PY) -m training compare --config training/configs/default.toml \
+		--epochs 8 --patience 8 --seeds 1 2 --out runs/compare
 
 bench: $(VENV)/.dev ## Serving benchmark (see bench/README.md)
 	$(PY) bench/run.py

@@ -113,6 +113,7 @@ def save_checkpoint(
         for name, tensor in model.state_dict().items()
     }
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / WEIGHTS_FILE).chmod(0o644)  # safetensors writes 0600; services read as others
     _write_json(
         directory / CONFIG_FILE,
         {"format_version": FORMAT_VERSION, "model": model.config.to_json(), "labels": labels},

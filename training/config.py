@@ -34,6 +34,7 @@ class TrainConfig:
     pretrained: PretrainedSource = "minilm"  # initialise embeddings from all-MiniLM-L6-v2
     pretrained_vocab: int = 22_000  # pretrained whole words added beyond the corpus (all fit)
     freeze_embeddings: bool = True  # keeps unseen words in the same space as seen ones
+    embedding_lr_scale: float = 0.1  # when not frozen: embeddings move this much slower
 
     # Network (see training.model.ModelConfig)
     cell: CellType = "lstm"
@@ -42,6 +43,7 @@ class TrainConfig:
     num_layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.3
+    token_dropout: float = 0.0  # share of training tokens replaced by <unk> (word dropout)
 
     # Optimisation
     epochs: int = 12
@@ -50,6 +52,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip_grad_norm: float = 1.0
     patience: int = 3  # epochs without a better dev macro-F1 before stopping
+    lr_decay: float = 0.5  # multiply the learning rate by this after an epoch with no gain
     class_weighting: ClassWeighting = "balanced"
     use_example_weights: bool = True  # scale each example's loss by its weight (confidence)
     seed: int = 13

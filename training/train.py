@@ -149,6 +149,15 @@ def weighted_loss(
     return (losses * total).sum() / total.sum()
 
 
+def drop_tokens(ids: torch.Tensor, rate: float, unk_id: int, pad_id: int) -> torch.Tensor:
+    """Replace a random `rate` of the real tokens by <unk>: the model learns to read the
+    whole text instead of leaning on one word, and sees <unk> in context as it will in use."""
+    if rate <= 0.0:
+        return ids
+    mask = (torch.rand(ids.shape) < rate) & (ids != pad_id)
+    return ids.masked_fill(mask, unk_id)
+
+
 def train_one_epoch(
     model: SentimentRNN,
     batches: Sequence[Batch],
@@ -156,10 +165,12 @@ def train_one_epoch(
     per_class: torch.Tensor,
     clip_grad_norm: float,
     progress: Callable[[float], None],
+    token_dropout: float = 0.0,
 ) -> float:
     model.train()
     running, seen = 0.0, 0
-    for ids, lengths, targets, weights in batches:
+    for batch_ids, lengths, targets, weights in batches:
+        ids = drop_tokens(batch_ids, token_dropout, Vocabulary.unk_id, model.config.pad_id)
         optimizer.zero_grad(set_to_none=True)
         loss = weighted_loss(model(ids, lengths), targets, weights, per_class)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -202,11 +213,20 @@ def fit(
 ) -> History:
     """Train with AdamW until dev macro-F1 stops improving; leaves the best weights loaded."""
     per_class = class_weights(train.labels, len(labels), config.class_weighting)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-    )
+    # Pretrained embeddings, when trained at all, move slowly: words the corpus never shows
+    # keep their pretrained place, so the words it does show must not drift far from them.
+    embedding_scale = config.embedding_lr_scale if config.pretrained != "none" else 1.0
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and n != "embedding.weight"]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": config.learning_rate}]
+    if model.embedding.weight.requires_grad:
+        groups.append(
+            {
+                "params": [model.embedding.weight],
+                "lr": config.learning_rate * embedding_scale,
+                "weight_decay": 0.0,
+            }
+        )
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     history = History()
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     stale = 0
@@ -220,7 +240,13 @@ def fit(
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
         train_loss = train_one_epoch(
-            model, batches, optimizer, per_class, config.clip_grad_norm, progress
+            model,
+            batches,
+            optimizer,
+            per_class,
+            config.clip_grad_norm,
+            progress,
+            config.token_dropout,
         )
         dev_metrics = evaluate_encoded(model, dev, labels)
         dev_loss = _mean_weighted_loss(model, dev, per_class)
@@ -236,6 +262,7 @@ def fit(
             "dev_loss": round(dev_loss, 5),
             "dev_accuracy": dev_metrics["accuracy"],
             "dev_macro_f1": dev_metrics["macro_f1"],
+            "learning_rate": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - started, 2),
         }
         history.epochs.append(record)
@@ -246,6 +273,10 @@ def fit(
             stale = 0
         else:
             stale += 1
+            # Smaller steps once dev stops improving: the dev score then settles instead of
+            # oscillating from epoch to epoch.
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
             if stale >= config.patience:
                 log.info("early stop after epoch %d (best %d)", epoch, history.best_epoch)
                 break
