@@ -26,12 +26,14 @@ from fastapi.staticfiles import StaticFiles
 from app.api.deps import api_key_auth
 from app.api.routes import docs, explain, explorer, health, hidden_states, model, predict, tokenize
 from app.api.routes import metrics as metrics_route
+from app.api.routes import stream as stream_routes
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.runtime import Runtime
+from app.streaming import StreamService
 
 logger = logging.getLogger("app.main")
 
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model.router, dependencies=guards)
     app.include_router(tokenize.router, dependencies=guards)
     app.include_router(explain.router, dependencies=guards)
+    app.include_router(stream_routes.router, dependencies=guards)
+    app.include_router(stream_routes.ws_router)  # authenticates itself (see its module)
     app.include_router(health.router)
     app.include_router(metrics_route.build_router(metrics))
     if settings.docs:
@@ -121,6 +125,9 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Callable[[FastAPI], Any]:
         logger.info("loading checkpoint", extra={"model_dir": str(settings.model_dir)})
         try:
             runtime = Runtime.load(settings, metrics)
+            streams = StreamService.build(
+                settings, runtime.predictor, executor=runtime.executor, observer=metrics
+            )
             await runtime.start()
         except Exception:
             logger.exception(
@@ -141,7 +148,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Callable[[FastAPI], Any]:
             },
         )
         try:
-            yield {"runtime": runtime}
+            yield {"runtime": runtime, "streams": streams}
         finally:
             logger.info("shutting down")
             await runtime.stop()
@@ -185,6 +192,9 @@ def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[
             for option in explain_request.get("steps", {}).get("anyOf", []):
                 if option.get("type") == "integer":
                     option["maximum"] = settings.max_ig_steps
+            stream_request = components.get("StreamRequest", {}).get("properties", {})
+            if "text" in stream_request:
+                stream_request["text"]["maxLength"] = settings.stream_max_chunk_chars
             app.openapi_schema = schema
         return app.openapi_schema
 

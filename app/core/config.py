@@ -106,6 +106,45 @@ class Settings(BaseSettings):
     docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     explorer: bool = Field(True, description="Serve the hidden-state explorer page at /.")
 
+    # Streaming (/stream, /stream/ws): the client carries a signed state (see app/streaming.py).
+    stream_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "Key signing stream states (16+ characters); set the same value on every worker "
+            "and replica. Unset: derived from APP_API_KEYS if set, else random per process "
+            "(a stream then only continues on the process that started it)."
+        ),
+    )
+    stream_state_ttl_s: int = Field(
+        3600, ge=1, description="A stream state expires this long after the call that issued it."
+    )
+    stream_max_chunk_chars: int = Field(2000, ge=1, description="Characters per stream piece.")
+    stream_max_pending_chars: int = Field(
+        256,
+        ge=1,
+        le=16383,
+        description="Characters a stream may hold after its last whitespace (an unfinished word).",
+    )
+    stream_ws_max_message_bytes: int = Field(
+        65536, ge=1024, description="Largest /stream/ws message; bigger ones close it with 1009."
+    )
+    stream_ws_rate: float = Field(
+        20.0, gt=0.0, description="/stream/ws messages per second per connection, on average."
+    )
+    stream_ws_burst: int = Field(
+        40, ge=1, description="/stream/ws messages a connection may send at once above the rate."
+    )
+    stream_ws_idle_timeout_s: float = Field(
+        300.0, gt=0.0, description="/stream/ws connections silent this long are closed (1001)."
+    )
+
+    @field_validator("stream_secret")
+    @classmethod
+    def _long_stream_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 16:
+            raise ValueError("APP_STREAM_SECRET must have 16 or more characters")
+        return secret
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -42,6 +42,7 @@ async def test_schema_is_valid_openapi(schema: dict[str, Any]) -> None:
         "/hidden-states",
         "/tokenize",
         "/explain",
+        "/stream",
         "/model",
         "/healthz",
         "/readyz",
