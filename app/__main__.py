@@ -4,8 +4,11 @@ Reads `HOST` (default 127.0.0.1), `PORT` (8000) and `WORKERS` (1) from the envir
 the `APP_*` settings (validated here first, so a typo fails before any worker starts). Each
 worker process loads its own copy of the model: budget memory per worker.
 
+With `WORKERS` > 1 a gunicorn arbiter supervises uvicorn workers, each on its own
+SO_REUSEPORT socket so connections are spread evenly (see `app.server`).
+
 Exits non-zero when the app cannot start (for example a broken checkpoint), also with several
-workers, where uvicorn's supervisor would otherwise stop quietly with status 0.
+workers.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import shutil
 import sys
 import tempfile
 
-import uvicorn
 from pydantic import ValidationError
-from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from app.core.config import ServerSettings, Settings
 from app.core.logging import configure_logging
-from app.metrics import MULTIPROC_ENV
+
+APP = "app.main:app"
+# prometheus_client's variable (see app.metrics). It must be set before prometheus_client is
+# first imported, which picks its multi-process mode then; so app.server, which imports it
+# (and the app, preloaded before the workers fork), is imported only after.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def main() -> int:
@@ -33,37 +38,18 @@ def main() -> int:
         print(f"invalid settings:\n{error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    config = uvicorn.Config(
-        "app.main:app",
-        host=server.host,
-        port=server.port,
-        workers=server.workers,
-        lifespan="on",
-        log_config=None,  # the app's own JSON logging (configure_logging) handles uvicorn's
-        access_log=False,  # the app writes its own access log, with request ids
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    if server.workers == 1:
-        single = uvicorn.Server(config)
-        single.run()
-        return 0 if single.started else STARTUP_FAILURE
-    return _run_workers(config)
-
-
-def _run_workers(config: uvicorn.Config) -> int:
-    """Several worker processes on one socket; metrics shared through a temporary directory."""
-    own_dir = None
-    if not os.environ.get(MULTIPROC_ENV):
+    own_dir, arbiter_pid = None, os.getpid()
+    if server.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Several workers: prometheus_client keeps each one's values in files in this
+        # directory, and /metrics adds them up.
         own_dir = tempfile.mkdtemp(prefix="rnn-sentiment-metrics-")
         os.environ[MULTIPROC_ENV] = own_dir
     try:
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-        supervisor.run()
-        failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
-        return STARTUP_FAILURE if failed else 0
+        from app.server import serve  # noqa: PLC0415 - after MULTIPROC_ENV (see above)
+
+        return serve(APP, server)
     finally:
-        if own_dir is not None:
+        if own_dir is not None and os.getpid() == arbiter_pid:  # not in a forked worker
             shutil.rmtree(own_dir, ignore_errors=True)
 
 

@@ -1,0 +1,158 @@
+"""The production server behind `python -m app`: uvicorn, one process or several workers.
+
+One worker: a plain uvicorn server. Several: a gunicorn arbiter supervising uvicorn workers
+(restarting any that die), each worker with its own listening socket bound with SO_REUSEPORT,
+so the kernel spreads new connections evenly over the workers. With one socket shared by every
+worker (uvicorn's own `--workers`), whichever worker is awake first accepts, and keep-alive
+connections can pile onto one worker while the other idles (PERFORMANCE.md, item 6).
+
+The arbiter imports the app before forking (gunicorn's preload: torch and FastAPI are imported
+once and their pages shared); the app loads nothing at import. Every worker runs the same
+uvicorn settings (`UVICORN_OPTIONS`), loads its own copy of the model in the app's lifespan, and
+exits with `STARTUP_FAILURE` (3) when the app cannot start; the arbiter then stops with that
+status too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+from typing import Any, ClassVar
+
+import uvicorn
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger as GunicornLogger
+from prometheus_client import multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn_worker import UvicornWorker
+
+from app.core.config import ServerSettings
+from app.metrics import MULTIPROC_ENV
+
+# The same for the single-process server and for every gunicorn worker.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "auto",  # uvloop when installed
+    "http": "auto",  # httptools when installed
+    "lifespan": "on",  # a lifespan that fails stops the worker instead of serving without a model
+    "log_config": None,  # the app's own logging (app.core.logging) handles uvicorn's records
+    "access_log": False,  # the app writes its own access log, with request ids
+    "server_header": False,
+    "timeout_graceful_shutdown": 10,
+    "timeout_keep_alive": 5,
+}
+GRACEFUL_TIMEOUT_S = 10
+
+
+def serve(target: str, server: ServerSettings) -> int:
+    """Serve the ASGI app `target` ("module:attribute") until stopped; the exit status."""
+    _lean_log_records()
+    if server.workers == 1:
+        single = uvicorn.Server(
+            uvicorn.Config(target, host=server.host, port=server.port, **UVICORN_OPTIONS)
+        )
+        single.run()
+        return 0 if single.started else STARTUP_FAILURE
+    arbiter_pid = os.getpid()
+    port = server.port or _free_port(server.host)  # every worker must bind the same port
+    # Returns in the arbiter only: a forked worker leaves through SystemExit, which propagates.
+    try:
+        _Application(target, server.host, port, server.workers).run()
+    except SystemExit as stop:
+        if os.getpid() != arbiter_pid:
+            raise
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0
+
+
+def _lean_log_records() -> None:
+    """Skip the per-record work no log line of this service prints (thread and process names,
+    the caller's file and line: a stack walk). Python's documented logging optimisations;
+    the access log writes a record per request."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
+
+
+class Worker(UvicornWorker):  # type: ignore[misc]
+    """A gunicorn worker running uvicorn with `UVICORN_OPTIONS`, logging through the root."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        key: value for key, value in UVICORN_OPTIONS.items() if key != "timeout_keep_alive"
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # UvicornWorker points uvicorn's loggers at gunicorn's handlers; send them to the root
+        # handler instead (app.core.logging), like the single-process server does.
+        for name in ("uvicorn", "uvicorn.error"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
+        access = logging.getLogger("uvicorn.access")
+        access.handlers.clear()
+        access.propagate = False
+
+
+class _RootLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's logger, minus its own handlers: records go to the root (JSON or text)."""
+
+    def setup(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self._access_log_enabled = False
+        self.error_log.handlers.clear()
+        self.error_log.propagate = True
+        self.error_log.setLevel(logging.getLogger().level)
+        self.access_log.handlers.clear()
+        self.access_log.propagate = False
+
+    def access(self, *args: Any, **kwargs: Any) -> None:
+        """The app writes its own access log."""
+
+
+def _child_exit(arbiter: Arbiter, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the shared metrics (a clean exit did it already)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+class _Application(BaseApplication):  # type: ignore[misc]
+    def __init__(self, target: str, host: str, port: int, workers: int) -> None:
+        self.target = target
+        self.options = {
+            "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+            "workers": workers,
+            "worker_class": f"{Worker.__module__}.{Worker.__qualname__}",
+            "reuse_port": True,
+            "keepalive": UVICORN_OPTIONS["timeout_keep_alive"],
+            "graceful_timeout": GRACEFUL_TIMEOUT_S,
+            "timeout": 60,  # a worker silent this long (loop blocked) is replaced
+            "logger_class": f"{_RootLogger.__module__}.{_RootLogger.__qualname__}",
+            "child_exit": _child_exit,
+            "proc_name": "rnn-sentiment",
+            "preload_app": True,
+            "control_socket_disable": True,  # no gunicorn control socket file in the work dir
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        # Called once in the arbiter (preload_app): the modules (torch, FastAPI, the app) are
+        # imported once, before the fork, and their pages are shared by every worker. The app
+        # loads nothing at import; each worker's lifespan loads its own model.
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
