@@ -11,7 +11,6 @@
 (() => {
   const KEY_STORAGE = "rnn-sentiment.api-key";
   const DEBOUNCE_MS = 350;
-  const IG_STEPS = 32;
   const DECIMALS = 4;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const LABEL_COLORS = { negative: "#D55E00", neutral: "#6B6B6B", positive: "#009E73" };
@@ -187,7 +186,7 @@
     const explainRequest = api(
       "POST",
       "/explain",
-      { text, steps: IG_STEPS, decimals: 6 },
+      { text, decimals: 6 }, // the server's default steps
       controller.signal,
     );
     explainRequest.catch(() => {}); // awaited below; this only keeps an early failure quiet
@@ -316,10 +315,17 @@
     if (!explanation) {
       note.textContent = "Computing attributions…";
     } else if (method === "integrated_gradients" && result) {
+      const difference = result.logit - result.baseline_logit;
       note.textContent =
         `Integrated gradients toward “${explanation.label}”, from a baseline of <${result.baseline}> ` +
         `embeddings, ${result.steps} steps: the shading adds up to logit − baseline logit = ` +
-        `${signed(result.logit - result.baseline_logit)} (convergence delta ${result.delta === 0 ? "below 1e-6" : result.delta.toExponential(1)}).`;
+        `${signed(difference)} (convergence delta ${result.delta === 0 ? "below 1e-6" : result.delta.toExponential(1)}).`;
+      // On long texts the path integral can be too rough for the steps taken; say so.
+      if (Math.abs(result.delta) > 0.1 * Math.max(Math.abs(difference), 0.1)) {
+        note.textContent +=
+          " These attributions have not converged (the delta is large next to the difference):" +
+          " read them with care, or switch to occlusion.";
+      }
     } else if (result) {
       note.textContent =
         `Occlusion: each token in turn ${result.replacement === "unk" ? "replaced by <unk>" : "dropped"}; ` +
