@@ -30,6 +30,7 @@ from app.api.routes import stream as stream_routes
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.errors import install_error_handlers
+from app.fast_path import PredictFastPath
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.runtime import Runtime
@@ -112,6 +113,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
+        fast_path=(
+            PredictFastPath(api_keys=settings.api_keys, cors=bool(settings.cors_origins))
+            if settings.fast_path
+            else None
+        ),
     )
     return app
 

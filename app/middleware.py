@@ -5,13 +5,14 @@ request): it gives each request an id (the client's `X-Request-ID` when it is sa
 one) and echoes it, refuses bodies over the limit before reading them (by `Content-Length`,
 and by counting streamed bytes when there is none), times the request, counts it by route
 template and status, writes one access-log line, and turns any exception that escaped the
-app into the common 500 error shape.
+app into the common 500 error shape. POST /predict is first offered to the fast path
+(`app.fast_path`), which answers the common case without FastAPI's per-request work.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
 
@@ -19,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
 from app.errors import BodyTooLarge, error_body
+from app.fast_path import PATH as FAST_PATH
+from app.fast_path import PredictFastPath
 from app.metrics import Metrics
 
 logger = logging.getLogger("app.request")
@@ -29,17 +32,26 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 
 def _new_request_id() -> str:
-    return os.urandom(8).hex()
+    # Not os.urandom: a system call per request. The random module is reseeded in every forked
+    # worker, and an id needs to be unique, not secret.
+    return f"{random.getrandbits(64):016x}"
 
 
 class RequestMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, access_log: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        access_log: bool = True,
+        fast_path: PredictFastPath | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.fast_path = fast_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,6 +63,7 @@ class RequestMiddleware:
         id_header = (b"x-request-id", request_id.encode("ascii"))
         status = 500
         response_started = False
+        template: str | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -76,6 +89,16 @@ class RequestMiddleware:
             if content_length is not None and content_length > limit:
                 # Refused on the header alone: not one byte of the body is read.
                 await _send_error(send_with_id, 413, "body_too_large", BodyTooLarge(limit).detail)
+            elif (
+                self.fast_path is not None
+                and scope["path"] == FAST_PATH
+                and scope["method"] == "POST"
+            ):
+                template = FAST_PATH
+                app_receive = await self.fast_path(scope, receive_with_limit, send_with_id)
+                if app_receive is not None:  # not one for the fast path: FastAPI answers
+                    template = None
+                    await self.app(scope, app_receive, send_with_id)
             else:
                 await self.app(scope, receive_with_limit, send_with_id)
         except BodyTooLarge as error:
@@ -88,11 +111,12 @@ class RequestMiddleware:
                 raise  # the server aborts the connection; nothing else can be said
             await _send_error(send_with_id, 500, "internal_error", "Internal server error.")
         finally:
-            self._finish(scope, status, time.perf_counter() - started)
+            self._finish(scope, status, time.perf_counter() - started, template)
             request_id_var.reset(token)
 
-    def _finish(self, scope: Scope, status: int, elapsed: float) -> None:
-        template = getattr(scope.get("route"), "path", None)
+    def _finish(self, scope: Scope, status: int, elapsed: float, template: str | None) -> None:
+        if template is None:
+            template = getattr(scope.get("route"), "path", None)
         if template is None:
             # Plain Starlette routes and mounts (/openapi.json, /static/...) leave no route in
             # the scope: a path that answered successfully names a real resource (few of

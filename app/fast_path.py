@@ -1,0 +1,140 @@
+"""POST /predict's common case, answered without FastAPI's routing, dependencies and serialisation.
+
+Under load one worker process is bound by its event loop, not by the model (PERFORMANCE.md,
+item 7), and most of the loop's time per request is framework work: route matching,
+dependency solving, body parsing into Python objects and validating them, validating the
+response again and serialising it, and the middleware layers around all that. For the request
+that makes up nearly all the traffic (a valid JSON body, from an authorised client, while the
+model is ready) this module does only what the answer needs: read the body, validate it with
+the same `PredictRequest` model straight from JSON bytes, predict through the same
+`Runtime.predict`, and write the JSON with orjson.
+
+Anything it is not sure about goes to FastAPI unchanged, with the body replayed: a body that
+does not validate, a content type that is not JSON, an API key it cannot confirm, a CORS
+request, a model that is not ready. So every error keeps its exact status, shape and message;
+`ApiError`s raised while predicting (a text over a limit, 503 overloaded) are rendered by the
+same `error_response` as FastAPI's exception handler uses. The request middleware
+(`app.middleware`) still wraps both paths: request id, body limit, metrics, access log.
+`APP_FAST_PATH=false` sends every request through FastAPI.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from pydantic import SecretStr, ValidationError
+from starlette.types import Message, Receive, Scope, Send
+
+from app.errors import ApiError, error_response
+from app.runtime import Runtime
+from app.schemas import PredictRequest
+
+PATH = "/predict"
+_JSON_HEADERS = (b"content-type", b"application/json")
+
+
+class PredictFastPath:
+    """Answers well-formed POST /predict requests; hands back anything else (see module doc)."""
+
+    def __init__(self, *, api_keys: Sequence[SecretStr] = (), cors: bool = False) -> None:
+        # The exact header a key-holding client sends; anything else is FastAPI's to judge.
+        self._authorizations = [
+            b"Bearer " + key.get_secret_value().encode("utf-8") for key in api_keys
+        ]
+        self._cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Answer the request (None), or return the `receive` to give the app instead."""
+        runtime: Runtime | None = scope.get("state", {}).get("runtime")
+        if runtime is None or not runtime.ready or not self._headers_ok(scope["headers"]):
+            return receive
+        messages: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return _replay(messages, receive)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        try:
+            request = PredictRequest.model_validate_json(b"".join(chunks))
+        except ValidationError:
+            return _replay(messages, receive)
+        try:
+            if request.text is not None:
+                (only,) = await runtime.predict([request.text], field="text")
+                answer: dict[str, Any] = {
+                    "label": only.label,
+                    "score": only.score,
+                    "probabilities": only.probabilities,
+                    "model": {"name": runtime.model.name, "version": runtime.model.version},
+                }
+            else:
+                predictions = await runtime.predict(request.texts or [], field="texts")
+                answer = {
+                    "predictions": [
+                        {"label": p.label, "score": p.score, "probabilities": p.probabilities}
+                        for p in predictions
+                    ],
+                    "model": {"name": runtime.model.name, "version": runtime.model.version},
+                }
+        except ApiError as error:
+            response = error_response(
+                error.status_code, error.code, error.message, error.details, error.headers
+            )
+            await response(scope, receive, send)
+            return None
+        body = orjson.dumps(answer)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_JSON_HEADERS, (b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return None
+
+    def _headers_ok(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        content_type = authorization = None
+        for name, value in headers:
+            # The first of repeated headers counts, as in Starlette's `Headers.get`.
+            if name == b"content-type" and content_type is None:
+                content_type = value
+            elif name == b"authorization" and authorization is None:
+                authorization = value
+            elif name == b"origin" and self._cors:
+                return False  # CORS requests go through CORSMiddleware
+        if content_type is None:
+            return False
+        media_type = content_type.partition(b";")[0].strip().lower()
+        if media_type != b"application/json" and not (
+            media_type.startswith(b"application/") and media_type.endswith(b"+json")
+        ):
+            return False
+        if not self._authorizations:
+            return True
+        if authorization is None:
+            return False
+        # Compared with every key, so the timing tells neither a key nor which one matched.
+        matched = False
+        for expected in self._authorizations:
+            matched |= hmac.compare_digest(authorization, expected)
+        return matched
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that hands out `messages` again, then carries on with `receive`."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
