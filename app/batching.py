@@ -13,8 +13,17 @@ dropped, not computed, and its request fails with `DeadlineExceededError`. The d
 checked by the worker as it forms each batch (no timer per request: one costs several
 microseconds on the hot path), so it is exact to within one batch's run time.
 
+Grouping by length: the items taken for one pass are sorted by `size_of` (a text's token
+count) and a much longer item is split off into a pass of its own, run after the shorter ones
+have their results. The recurrence runs as many steps as the longest text in the pass (packed
+sequences spend no compute on padding, but every step has a fixed cost), so one 250-token
+review would otherwise hold 60 tweets for some 200 extra steps. A split costs one more pass,
+so it happens only when the longer item needs more than `2 * longest_so_far + SPLIT_SLACK`
+steps. Results do not depend on grouping: each item's output is its own (see `run_batch`).
+
 The model runs on `executor` (one dedicated thread, so torch is only ever entered from one
-place), or on the event loop itself when `executor` is None.
+place), or on the event loop itself when `executor` is None (measured faster with 2 worker
+processes: no thread hand-off, no GIL contention; PERFORMANCE.md item 3).
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ logger = logging.getLogger("app.batching")
 In = TypeVar("In")
 Out = TypeVar("Out")
 T = TypeVar("T")
+
+
+# A pass has a fixed cost of about as many recurrence steps (see the module doc).
+SPLIT_SLACK = 24
 
 
 class OverloadedError(Exception):
@@ -89,10 +102,12 @@ class MicroBatcher(Generic[In, Out]):
         max_wait_s: float = 0.0,
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
+        size_of: Callable[[In], int] | None = None,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or timeout_s <= 0 or max_wait_s < 0:
             raise ValueError("batcher limits must be positive")
         self._run_batch = run_batch
+        self._size_of = size_of
         self._max_batch_size = max_batch_size
         self._queue_size = queue_size
         self._timeout_s = timeout_s
@@ -163,8 +178,32 @@ class MicroBatcher(Generic[In, Out]):
                 await asyncio.sleep(0)
             batch = self._take(loop.time())
             self._observer.set_queue_depth(len(self._queue))
-            if batch:
-                await self._run(batch, loop)
+            groups = self._group(batch)
+            for index, group in enumerate(groups):
+                try:
+                    if index:
+                        await asyncio.sleep(0)  # the shorter group's answers go out first
+                    await self._run(group, loop)
+                except asyncio.CancelledError:
+                    for waiting in groups[index:]:  # stopping: nobody may wait forever
+                        _refuse(waiting, "the service is shutting down")
+                    raise
+
+    def _group(self, batch: list[_Pending[In, Out]]) -> list[list[_Pending[In, Out]]]:
+        """`batch` sorted by size, split before any item much longer than those before it."""
+        size_of = self._size_of
+        if size_of is None or len(batch) < 2:
+            return [batch] if batch else []
+        ordered = sorted(batch, key=lambda pending: size_of(pending.item))
+        groups = [[ordered[0]]]
+        longest = size_of(ordered[0].item)
+        for pending in ordered[1:]:
+            size = size_of(pending.item)
+            if size > 2 * longest + SPLIT_SLACK:
+                groups.append([])
+            groups[-1].append(pending)
+            longest = size
+        return groups
 
     async def _fill(self, until: float) -> None:
         loop = asyncio.get_running_loop()
@@ -206,9 +245,7 @@ class MicroBatcher(Generic[In, Out]):
             if len(outputs) != len(items):
                 raise RuntimeError(f"run_batch returned {len(outputs)} outputs for {len(items)}")
         except asyncio.CancelledError:
-            for pending in batch:  # stopping while this batch ran: nobody may wait forever
-                if not pending.future.done():
-                    pending.future.set_exception(OverloadedError("the service is shutting down"))
+            _refuse(batch, "the service is shutting down")  # stopping while this batch ran
             raise
         except Exception as error:
             logger.exception("batch of %d failed", len(items))
@@ -220,6 +257,12 @@ class MicroBatcher(Generic[In, Out]):
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.future.set_result(output)
+
+
+def _refuse(batch: list[_Pending[In, Out]], reason: str) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(OverloadedError(reason))
 
 
 class SerialRunner:
@@ -250,14 +293,18 @@ class SerialRunner:
             raise OverloadedError(f"{self._waiting} requests are already waiting")
         self._waiting += 1
         acquired = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout_at(deadline):
                 await self._lock.acquire()
                 acquired = True
                 self._waiting -= 1
                 if self._executor is None:
+                    # On the loop nothing can interrupt the call: start it only in time.
+                    if loop.time() >= deadline:
+                        raise TimeoutError
                     return call()
-                loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._executor, call)
         except TimeoutError:
             self._observer.count_rejection("deadline")

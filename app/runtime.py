@@ -58,6 +58,7 @@ class Runtime:
             max_wait_s=settings.max_wait_ms / 1000,
             executor=executor,
             observer=metrics,
+            size_of=len,  # tokens: texts of very different lengths run in separate passes
         )
         tracer = SerialRunner(
             # A trace costs about as much as a full batch of predictions: allow as many waiting

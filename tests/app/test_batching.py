@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,102 @@ async def test_serial_runner_deadline() -> None:
             await runner.run(lambda: gate.wait(5))
         gate.set()
         assert await runner.run(lambda: 1) == 1
+
+
+async def test_serial_runner_on_the_loop_does_not_start_a_call_past_its_deadline() -> None:
+    runner = SerialRunner(max_waiting=2, timeout_s=1e-9)
+    calls: list[int] = []
+    with pytest.raises(DeadlineExceededError):
+        await runner.run(lambda: calls.append(1))
+    assert calls == []
+
+
+class Lengths:
+    """A `run_batch` over token lists: returns each list's sum, records the lengths per pass."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[int]] = []
+
+    def __call__(self, items: list[list[int]]) -> list[int]:
+        self.passes.append([len(item) for item in items])
+        return [sum(item) for item in items]
+
+
+async def submit_all(batcher: MicroBatcher[list[int], int], requests: list[list[list[int]]]) -> Any:
+    batcher.start()
+    try:
+        return await asyncio.gather(*(batcher.submit(items) for items in requests))
+    finally:
+        await batcher.stop()
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "thread"])
+async def test_length_groups_keep_order_and_results(on_loop: bool) -> None:
+    run = Lengths()
+    long_text = list(range(300))
+    requests = [
+        [[1, 2, 3], long_text, [4]],  # a batch request: answered in its own order
+        [[5] * 10],
+        [[6] * 2, [7] * 40],
+        [[8] * 120],
+        [[9]],
+    ]
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            run,
+            max_batch_size=64,
+            queue_size=64,
+            timeout_s=5.0,
+            executor=None if on_loop else executor,
+            size_of=len,
+        )
+        results = await submit_all(batcher, requests)
+    assert results == [[sum(item) for item in items] for items in requests]
+    # One pass would run 300 steps for all: the short texts go first, the far longer ones
+    # (more than twice the longest before them, plus the slack) each in a later pass.
+    assert run.passes == [[1, 1, 2, 3, 10, 40], [120], [300]]
+
+
+async def test_lengths_within_the_slack_share_one_pass() -> None:
+    run = Lengths()
+    requests = [[[1] * n] for n in (3, 9, 14, 33, 42, 7)]  # review sentences of this bench
+    batcher: MicroBatcher[list[int], int] = MicroBatcher(
+        run, max_batch_size=64, queue_size=64, timeout_s=5.0, size_of=len
+    )
+    results = await submit_all(batcher, requests)
+    assert results == [[n] for n in (3, 9, 14, 33, 42, 7)]
+    assert run.passes == [[3, 7, 9, 14, 33, 42]]
+
+
+async def test_without_size_of_a_batch_is_one_pass_in_arrival_order() -> None:
+    run = Lengths()
+    batcher: MicroBatcher[list[int], int] = MicroBatcher(
+        run, max_batch_size=64, queue_size=64, timeout_s=5.0
+    )
+    await submit_all(batcher, [[[1] * 300], [[1]], [[1] * 5]])
+    assert run.passes == [[300, 1, 5]]
+
+
+async def test_stopping_refuses_every_group_still_waiting() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocked(items: list[list[int]]) -> list[int]:
+        started.set()
+        gate.wait(5)
+        return [len(item) for item in items]
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            blocked, max_batch_size=8, queue_size=8, timeout_s=5.0, executor=executor, size_of=len
+        )
+        batcher.start()
+        short = asyncio.ensure_future(batcher.submit([[1]]))
+        long = asyncio.ensure_future(batcher.submit([[1] * 200]))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        await batcher.stop()
+        gate.set()
+    for future in (short, long):
+        with pytest.raises(OverloadedError):
+            await future
