@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -815,3 +816,65 @@ async def test_websocket_authentication(make_settings: Any) -> None:
         async with websocket(app) as ws:
             await ws.send({"text": "good"})
             assert (await ws.expect_close())[:2] == (1008, "unauthorized")
+
+
+# ---------------------------------------------------------------------------------------------
+# The explorer page follows typing through the stream (a real browser; see test_explorer_page)
+
+
+@pytest.mark.slow
+def test_the_explorer_page_sends_only_new_characters(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.app.test_explorer_page import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        LOADED,
+        PageWatch,
+        uvicorn_server,
+    )
+
+    typed = " great :)"
+    text = "The food was" + typed
+    sent: list[dict[str, Any]] = []
+    with (
+        uvicorn_server(checkpoints["lstm"], tmp_path / "server.log") as base_url,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            watched = PageWatch(browser)
+            page = watched.page
+            page.on(
+                "request",
+                lambda request: (
+                    sent.append(json.loads(request.post_data or "{}"))
+                    if request.url.endswith("/stream")
+                    else None
+                ),
+            )
+            page.goto(f"{base_url}/?text=The%20food%20was")
+            expect(page.locator("#status")).to_have_text(LOADED)
+            assert sent == []  # nothing typed yet
+            page.locator("#text").press("End")
+            page.keyboard.type(typed, delay=40)
+            deadline = time.monotonic() + 20
+            while "".join(body["text"] for body in sent) != text and time.monotonic() < deadline:
+                page.wait_for_timeout(50)
+            expected = httpx.post(f"{base_url}/predict", json={"text": text}, timeout=10).json()
+            expect(page.locator("#label")).to_have_text(expected["label"])
+            expect(page.locator("#score")).to_have_text(
+                f"{expected['score'] * 100:.1f}% probability"
+            )
+            watched.close()
+        finally:
+            browser.close()
+    assert sent[0]["state"] is None
+    assert all(body["state"] for body in sent[1:])
+    assert len(sent) > 2  # keystrokes, not one request at the end
+    # Each request carried only what was new: together, the text once.
+    assert "".join(body["text"] for body in sent) == text
+    assert watched.errors == []
+    assert watched.console_errors() == []

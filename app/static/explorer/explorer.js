@@ -4,6 +4,7 @@
  *   GET /model            labels, architecture, limits (optional: the page works without it)
  *   POST /hidden-states   per-token states of the top-k units, gates, per-step predictions
  *   POST /explain         per-token attributions (integrated gradients and occlusion)
+ *   POST /stream          the label and probabilities as the text is typed (new characters only)
  * Every string that came from the user or the server is inserted as text, never as HTML.
  */
 "use strict";
@@ -216,6 +217,54 @@
     }
   }
 
+  // --- following typing through the stream -------------------------------------------------
+  // Each keystroke sends POST /stream only what was added since the last call, with the state
+  // that call returned: the label and probabilities follow the text as it is typed, for the
+  // cost of the new characters, while the full reading above waits for a pause. An edit
+  // anywhere but at the end starts a new stream with the whole text.
+
+  const LIVE_PIECE = 200; // characters per request: a paste goes in several
+  const live = { text: "", state: null, chain: Promise.resolve(), off: false };
+
+  function follow() {
+    const text = currentText();
+    live.chain = live.chain.then(() => readOn(text));
+  }
+
+  async function readOn(text) {
+    const bidirectional = state.model && state.model.architecture.bidirectional;
+    // Behind a newer keystroke: that one's call sends both.
+    if (live.off || bidirectional || !state.hidden || text !== currentText()) return;
+    const continues = live.state !== null && text.startsWith(live.text);
+    let rest = continues ? text.slice(live.text.length) : text;
+    let streamState = continues ? live.state : null;
+    if (!rest.trim() && !continues) {
+      live.text = "";
+      live.state = null;
+      return;
+    }
+    try {
+      let update = null;
+      while (rest) {
+        let size = Math.min(rest.length, LIVE_PIECE);
+        const last = rest.charCodeAt(size - 1);
+        if (size < rest.length && last >= 0xd800 && last <= 0xdbff) size -= 1; // keep pairs
+        update = await api("POST", "/stream", { text: rest.slice(0, size), state: streamState });
+        streamState = update.state;
+        rest = rest.slice(size);
+      }
+      live.text = text;
+      live.state = streamState;
+      if (update && update.prediction && text === currentText()) {
+        renderPrediction(update.prediction);
+      }
+    } catch (error) {
+      live.text = "";
+      live.state = null;
+      if (error.status === 404 || error.status === 409) live.off = true; // no streaming here
+    }
+  }
+
   // --- rendering ----------------------------------------------------------------------------
 
   function labelsOf(hidden) {
@@ -246,9 +295,8 @@
     renderTable();
   }
 
-  function renderPrediction() {
-    const prediction = state.hidden.prediction;
-    const labels = labelsOf(state.hidden);
+  function renderPrediction(prediction = state.hidden.prediction) {
+    const labels = Object.keys(prediction.probabilities);
     const badge = $("label");
     badge.textContent = prediction.label;
     badge.style.color = labelColor(prediction.label, labels.indexOf(prediction.label));
@@ -739,6 +787,7 @@
 
     const later = debounce(analyse, DEBOUNCE_MS);
     $("text").addEventListener("input", later);
+    $("text").addEventListener("input", follow);
     $("text").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
         event.preventDefault();
