@@ -153,6 +153,33 @@ def test_several_workers_share_the_socket_and_the_metrics(
     assert float(line.rsplit(" ", 1)[1]) == 20  # counted across both workers
 
 
+def test_each_worker_listens_on_its_own_reuseport_socket(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """The kernel spreads new connections over the workers' sockets (not one shared socket
+    that whichever worker wakes first drains)."""
+    psutil = pytest.importorskip("psutil")
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to tell sockets apart")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = server_env(checkpoints["gru"], port, WORKERS="2", APP_ACCESS_LOG="false")
+    log = tmp_path / "server.log"
+    with running([sys.executable, "-m", "app"], env, log) as process:
+        wait_ready(base_url, process, log)
+        sockets: dict[int, str] = {}  # pid -> the listening socket's inode
+        deadline = time.monotonic() + 30
+        while len(sockets) < 2 and time.monotonic() < deadline:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                for conn in child.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                        sockets[child.pid] = os.readlink(f"/proc/{child.pid}/fd/{conn.fd}")
+            time.sleep(0.1)
+    assert len(sockets) == 2  # two workers listening...
+    assert len(set(sockets.values())) == 2  # ...on two sockets, not one shared socket
+    assert process.pid not in sockets  # the supervisor accepts nothing itself
+
+
 def corrupt_copy(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     weights = target / WEIGHTS_FILE

@@ -1,0 +1,179 @@
+"""The bare model's CPU paths, side by side: eager float64 (served), eager float32, TorchScript,
+dynamic int8 quantisation of the LSTM and Linear layers.
+
+For each: forward time at batch 1 and 64 (one torch thread, varied sentences from
+bench/sentences.txt), whether a text's served probabilities are identical alone and in a batch
+(the service's guarantee), and accuracy / macro-F1 on the checkpoint's own test split of the
+default corpus, computed exactly as `python -m training evaluate --model DIR --data default`
+does (same split, same encoding, same argmax), so the metrics of a variant can be compared
+with the model card's. A variant is worth adopting only if its metrics stay within 0.005.
+
+    .venv/bin/python bench/cpu_paths.py --model model_store/default [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training.checkpoint import load_checkpoint  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_default_corpus, stratified_split  # noqa: E402
+from training.metrics import classification_metrics  # noqa: E402
+from training.model import pad_ids  # noqa: E402
+from training.tokenizer import tokenize  # noqa: E402
+from training.train import encode  # noqa: E402
+
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def variants(model_dir: Path) -> dict[str, tuple[nn.Module, torch.dtype]]:
+    """name -> (module taking (ids, lengths) and returning logits, its float dtype)."""
+    f64 = load_checkpoint(model_dir).model.double().eval()
+    f32 = load_checkpoint(model_dir).model.float().eval()
+    out: dict[str, tuple[nn.Module, torch.dtype]] = {
+        "eager float64 (served)": (f64, torch.float64),
+        "eager float32": (f32, torch.float32),
+    }
+    example = pad_ids([[5, 6, 7], [8, 9]])
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        try:
+            traced = torch.jit.trace(load_checkpoint(model_dir).model.double().eval(), example)
+            out["TorchScript float64 (trace)"] = (torch.jit.freeze(traced), torch.float64)
+        except Exception as error:  # reported, not fatal
+            print(f"TorchScript: {error}", file=sys.stderr)
+    quantised = torch.ao.quantization.quantize_dynamic(
+        load_checkpoint(model_dir).model.float().eval(), {nn.LSTM, nn.Linear}, dtype=torch.qint8
+    )
+    out["dynamic int8 (LSTM + Linear)"] = (quantised, torch.float32)
+    return out
+
+
+def served_probabilities(model: nn.Module, batch: list[list[int]]) -> list[list[float]]:
+    """What the service returns: softmax, rounded to float32."""
+    ids, lengths = pad_ids(batch)
+    with torch.inference_mode():
+        rows: list[list[float]] = torch.softmax(model(ids, lengths), dim=-1).float().tolist()
+    return rows
+
+
+def timing(model: nn.Module, batches: list[list[list[int]]], repeats: int) -> float:
+    """Median milliseconds of one forward over each batch, cycling."""
+    for batch in batches[:3]:
+        served_probabilities(model, batch)
+    times = []
+    for index in range(repeats):
+        batch = batches[index % len(batches)]
+        started = time.perf_counter()
+        served_probabilities(model, batch)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def argmax_in_length_order(model: nn.Module, ids: list[list[int]], size: int = 512) -> list[int]:
+    """`training.train.predict_indices` for any module: batches of 512 in length order."""
+    guesses = [0] * len(ids)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            padded, lengths = pad_ids([ids[i] for i in chunk])
+            for index, guess in zip(chunk, model(padded, lengths).argmax(-1).tolist(), strict=True):
+                guesses[index] = guess
+    return guesses
+
+
+def test_split_metrics(model_dir: Path, model: nn.Module) -> dict[str, float] | None:
+    """`training evaluate --data default`'s metrics, for any module (None without the corpus)."""
+    loaded = load_checkpoint(model_dir)
+    try:
+        corpus = load_default_corpus()
+    except Exception as error:  # the corpus package is optional here
+        print(f"test metrics skipped: {error}", file=sys.stderr)
+        return None
+    config = TrainConfig().override(loaded.card.get("training", {}).get("config", {}))
+    examples = stratified_split(
+        corpus.examples,
+        seed=config.seed,
+        dev_fraction=config.dev_fraction,
+        test_fraction=config.test_fraction,
+    ).test
+    label_index = {label: index for index, label in enumerate(loaded.labels)}
+    encoded = encode(examples, loaded.vocab, label_index, max_tokens=10_000, use_weights=False)
+    guesses = argmax_in_length_order(model, encoded.ids)
+    metrics = classification_metrics(encoded.labels, guesses, loaded.labels)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("model_store/default"))
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    vocab = load_checkpoint(args.model).vocab
+    texts = [
+        line.strip()
+        for line in (REPO / "bench" / "sentences.txt").read_text().splitlines()
+        if line.strip()
+    ]
+    encoded = [vocab.encode(tokenize(text)) for text in texts]
+    singles = [[ids] for ids in encoded]
+    batches64 = [
+        [encoded[(start + i) % len(encoded)] for i in range(64)] for start in range(0, 200, 13)
+    ]
+    rows: list[dict[str, Any]] = []
+    for name, (model, dtype) in variants(args.model).items():
+        batch = batches64[0]
+        together = served_probabilities(model, batch)
+        alone = [served_probabilities(model, [ids])[0] for ids in batch]
+        row: dict[str, Any] = {
+            "name": name,
+            "dtype": str(dtype).removeprefix("torch."),
+            "batch1_ms": timing(model, singles, args.repeats),
+            "batch64_ms": timing(model, batches64, max(30, args.repeats // 10)),
+            "batch_invariant": together == alone,
+            "max_abs_diff_alone_vs_batch": max(
+                abs(a - b)
+                for x, y in zip(together, alone, strict=True)
+                for a, b in zip(x, y, strict=True)
+            ),
+        }
+        metrics = test_split_metrics(args.model, model)
+        row.update(metrics or {"accuracy": None, "macro_f1": None})
+        rows.append(row)
+        if not args.json:
+            print(json.dumps(row), flush=True)
+    card = json.loads((args.model / "model_card.json").read_text())
+    result = {
+        "model_dir": str(args.model),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "card_test_metrics": {
+            key: card.get("metrics", {}).get("test", {}).get(key)
+            for key in ("accuracy", "macro_f1")
+        },
+        "variants": rows,
+    }
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
