@@ -173,7 +173,7 @@ def test_each_worker_listens_on_its_own_reuseport_socket(
             for child in psutil.Process(process.pid).children(recursive=True):
                 for conn in child.net_connections(kind="tcp"):
                     if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
-                        sockets[child.pid] = os.readlink(f"/proc/{child.pid}/fd/{conn.fd}")
+                        sockets[child.pid] = str(Path(f"/proc/{child.pid}/fd/{conn.fd}").readlink())
             time.sleep(0.1)
     assert len(sockets) == 2  # two workers listening...
     assert len(set(sockets.values())) == 2  # ...on two sockets, not one shared socket
