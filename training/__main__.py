@@ -1,4 +1,8 @@
-"""Command line: `python -m training {train,evaluate,compare} --help`."""
+"""Command line: `python -m training {train,evaluate,compare} --help`.
+
+`train` also runs under `torchrun` (data-parallel over several processes; see
+`training/distributed.py` and the README's "Distributed training").
+"""
 
 from __future__ import annotations
 
@@ -133,17 +137,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "train":
+        from training import distributed  # noqa: PLC0415
         from training.train import train_model  # noqa: PLC0415
 
         config = _resolve_config(args)
-        card = train_model(
-            config, args.out, name=args.name, command=["python", "-m", "training", *sys.argv[1:]]
-        )
-        test = card["metrics"]["test"]
-        print(
-            f"wrote {args.out}: test accuracy {test['accuracy']:.4f}, "
-            f"macro-F1 {test['macro_f1']:.4f}, {card['training']['seconds']:.0f} s"
-        )
+        # Under torchrun: one process group for the run (see training/distributed.py).
+        with distributed.session() as dist:
+            card = train_model(
+                config,
+                args.out,
+                name=args.name,
+                command=["python", "-m", "training", *sys.argv[1:]],
+                dist=dist,
+            )
+        if dist.is_main:
+            test = card["metrics"]["test"]
+            print(
+                f"wrote {args.out}: test accuracy {test['accuracy']:.4f}, "
+                f"macro-F1 {test['macro_f1']:.4f}, {card['training']['seconds']:.0f} s"
+                + (f", {dist.world_size} processes" if dist.enabled else "")
+            )
         return 0
     if args.command == "evaluate":
         from training.evaluate import evaluate_checkpoint, format_report  # noqa: PLC0415

@@ -3,10 +3,15 @@
 Every function takes what it uses as parameters; `train_model` wires them together from a
 `TrainConfig`. Seeds are set once there, and with deterministic algorithms on, the same
 config, data and thread count give the same checkpoint bit for bit.
+
+Under `torchrun` the same code trains with DistributedDataParallel: the functions that take a
+`dist` (a `training.distributed.DistributedContext`) shard batches and evaluation across the
+processes and reduce the results; without one they run as a single process, unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import platform
@@ -27,6 +32,7 @@ from tqdm import tqdm
 from training import checkpoint
 from training.config import TrainConfig
 from training.data import Corpus, Example, load_default_corpus, load_file, stratified_split
+from training.distributed import SINGLE_PROCESS, DistributedContext
 from training.metrics import classification_metrics
 from training.model import ModelConfig, SentimentRNN, pad_ids
 from training.tokenizer import Vocabulary, tokenize
@@ -166,13 +172,22 @@ def train_one_epoch(
     clip_grad_norm: float,
     progress: Callable[[float], None],
     token_dropout: float = 0.0,
+    *,
+    network: nn.Module | None = None,
 ) -> float:
-    model.train()
+    """One pass over `batches`; returns the mean training loss per example.
+
+    `network` is what the batches go through, `model` wrapped in DistributedDataParallel when
+    training on several processes (its backward pass averages the gradients across them)."""
+    forward = network if network is not None else model
+    forward.train()
+    device = per_class.device
     running, seen = 0.0, 0
-    for batch_ids, lengths, targets, weights in batches:
+    for batch_ids, lengths, batch_targets, batch_weights in batches:
         ids = drop_tokens(batch_ids, token_dropout, Vocabulary.unk_id, model.config.pad_id)
+        ids, targets, weights = ids.to(device), batch_targets.to(device), batch_weights.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = weighted_loss(model(ids, lengths), targets, weights, per_class)
+        loss = weighted_loss(forward(ids, lengths), targets, weights, per_class)
         loss.backward()  # type: ignore[no-untyped-call]
         # Backpropagation through time multiplies one Jacobian per step: gradients can
         # explode (or vanish) over long texts. Clipping the norm bounds each update, so one
@@ -194,13 +209,33 @@ def predict_indices(model: SentimentRNN, data: Encoded, batch_size: int = 512) -
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, lengths = pad_ids([data.ids[i] for i in chunk])
-        for index, guess in zip(chunk, model(ids, lengths).argmax(dim=-1).tolist(), strict=True):
+        logits = model(ids.to(model.embedding.weight.device), lengths)
+        for index, guess in zip(chunk, logits.argmax(dim=-1).tolist(), strict=True):
             predictions[index] = guess
     return predictions
 
 
-def evaluate_encoded(model: SentimentRNN, data: Encoded, labels: Sequence[str]) -> dict[str, Any]:
-    return classification_metrics(data.labels, predict_indices(model, data), labels)
+def evaluate_encoded(
+    model: SentimentRNN,
+    data: Encoded,
+    labels: Sequence[str],
+    dist: DistributedContext = SINGLE_PROCESS,
+) -> dict[str, Any]:
+    """Metrics over all of `data`. Distributed, each rank predicts its share and the shares
+    are gathered: every rank then computes the same metrics over the whole set."""
+    if not dist.enabled:
+        return classification_metrics(data.labels, predict_indices(model, data), labels)
+    share = dist.indices(len(data))
+    guesses = predict_indices(model, subset(data, share))
+    return classification_metrics(data.labels, dist.gather(len(data), share, guesses), labels)
+
+
+def subset(data: Encoded, indices: Sequence[int]) -> Encoded:
+    return Encoded(
+        [data.ids[i] for i in indices],
+        [data.labels[i] for i in indices],
+        [data.weights[i] for i in indices],
+    )
 
 
 def fit(
@@ -210,9 +245,13 @@ def fit(
     labels: Sequence[str],
     config: TrainConfig,
     rng: random.Random,
+    dist: DistributedContext = SINGLE_PROCESS,
 ) -> History:
-    """Train with AdamW until dev macro-F1 stops improving; leaves the best weights loaded."""
-    per_class = class_weights(train.labels, len(labels), config.class_weighting)
+    """Train with AdamW until dev macro-F1 stops improving; leaves the best weights loaded.
+
+    Distributed (`dist`), `model` must already be on `dist.device`; every rank must call this
+    with the same data and an `rng` in the same state, and leaves with the same weights."""
+    per_class = class_weights(train.labels, len(labels), config.class_weighting).to(dist.device)
     # Pretrained embeddings, when trained at all, move slowly: words the corpus never shows
     # keep their pretrained place, so the words it does show must not drift far from them.
     embedding_scale = config.embedding_lr_scale if config.pretrained != "none" else 1.0
@@ -227,13 +266,24 @@ def fit(
             }
         )
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    network = dist.wrap(model)
+    if dist.enabled:
+        # Dropout and word dropout draw from torch's generator: one stream per rank, or every
+        # rank would drop the same positions of its (different) batches.
+        torch.manual_seed(config.seed + dist.rank)
     history = History()
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     stale = 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        batches = list(make_batches(train, config.batch_size, rng))
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch")
+        # The same `rng` on every rank gives every rank the same epoch order; each takes its share.
+        batches = dist.shard(list(make_batches(train, config.batch_size, rng)))
+        bar = tqdm(
+            total=len(batches),
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            disable=not dist.is_main,
+        )
 
         def progress(loss: float, bar: tqdm = bar) -> None:
             bar.update(1)
@@ -247,9 +297,14 @@ def fit(
             config.clip_grad_norm,
             progress,
             config.token_dropout,
+            network=network,
         )
-        dev_metrics = evaluate_encoded(model, dev, labels)
-        dev_loss = _mean_weighted_loss(model, dev, per_class)
+        if dist.enabled:
+            examples = float(sum(len(batch[2]) for batch in batches))
+            loss_sum, example_sum = dist.sum(train_loss * examples, examples)
+            train_loss = loss_sum / example_sum
+        dev_metrics = evaluate_encoded(model, dev, labels, dist)
+        dev_loss = _mean_weighted_loss(model, dev, per_class, dist)
         bar.set_postfix(
             loss=f"{train_loss:.4f}",
             dev_f1=f"{dev_metrics['macro_f1']:.4f}",
@@ -266,7 +321,8 @@ def fit(
             "seconds": round(time.perf_counter() - started, 2),
         }
         history.epochs.append(record)
-        if dev_metrics["macro_f1"] > history.best_dev_macro_f1:
+        # The metrics are equal on every rank already; taking rank 0's verdict makes sure.
+        if dist.agree(dev_metrics["macro_f1"] > history.best_dev_macro_f1):
             history.best_dev_macro_f1 = dev_metrics["macro_f1"]
             history.best_epoch = epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -282,18 +338,41 @@ def fit(
                 break
     model.load_state_dict(best_state)
     model.eval()
+    dist.check_same("the trained weights", weights_digest(model))
     return history
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every tensor in the state dict, in order (equal weights, equal digest)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()
+
+
 @torch.inference_mode()
-def _mean_weighted_loss(model: SentimentRNN, data: Encoded, per_class: torch.Tensor) -> float:
+def _mean_weighted_loss(
+    model: SentimentRNN,
+    data: Encoded,
+    per_class: torch.Tensor,
+    dist: DistributedContext = SINGLE_PROCESS,
+) -> float:
     model.eval()
+    if dist.enabled:
+        data = subset(data, dist.indices(len(data)))
+    device = per_class.device
     total, weight = 0.0, 0.0
-    for ids, lengths, targets, weights in make_batches(data, 512, None):
+    for ids, lengths, batch_targets, batch_weights in make_batches(data, 512, None):
+        targets, weights = batch_targets.to(device), batch_weights.to(device)
         example_weight = per_class[targets] * weights
-        losses = nn.functional.cross_entropy(model(ids, lengths), targets, reduction="none")
+        logits = model(ids.to(device), lengths)
+        losses = nn.functional.cross_entropy(logits, targets, reduction="none")
         total += float((losses * example_weight).sum())
         weight += float(example_weight.sum())
+    total, weight = dist.sum(total, weight)
     return total / weight if weight else math.nan
 
 
@@ -322,11 +401,16 @@ def train_model(
     name: str | None = None,
     command: Sequence[str] | None = None,
     extra_card: dict[str, Any] | None = None,
+    dist: DistributedContext = SINGLE_PROCESS,
 ) -> dict[str, Any]:
-    """Run one training from `config` and write the checkpoint to `out`; returns the card."""
+    """Run one training from `config` and write the checkpoint to `out`; returns the card.
+
+    Distributed, every rank calls this; they train together and only rank 0 writes `out` (the
+    others return once it is written, with the same card less the baseline, fitted by rank 0)."""
     started = time.perf_counter()
     rng = seed_everything(config.seed, config.threads)
     corpus = load_corpus(config)
+    dist.check_same("the corpus sha256 (each node must read the same data)", corpus.sha256)
     split = stratified_split(
         corpus.examples,
         seed=config.seed,
@@ -374,18 +458,19 @@ def train_model(
         return encode(examples, vocab, label_index, config.max_tokens, config.use_example_weights)
 
     train_data, dev_data, test_data = (encoded(s) for s in (split.train, split.dev, split.test))
-    history = fit(model, train_data, dev_data, labels, config, rng)
+    history = fit(model.to(dist.device), train_data, dev_data, labels, config, rng, dist)
+    model.cpu()
     checkpoint.round_half_precision(model)
     training_seconds = time.perf_counter() - started
 
     # Judge the saved model on every test example exactly as it is, weight 1.
     test_plain = encode(split.test, vocab, label_index, config.max_tokens, use_weights=False)
     metrics = {
-        "dev": evaluate_encoded(model, dev_data, labels),
-        "test": evaluate_encoded(model, test_plain, labels),
+        "dev": evaluate_encoded(model, dev_data, labels, dist),
+        "test": evaluate_encoded(model, test_plain, labels, dist),
     }
     del test_data
-    if config.baseline:
+    if config.baseline and dist.is_main:
         from training.baseline import tfidf_logistic_regression  # noqa: PLC0415
 
         metrics["baseline_tfidf_logreg"] = tfidf_logistic_regression(
@@ -423,6 +508,8 @@ def train_model(
             "history": history.epochs,
             "seconds": round(training_seconds, 1),
             "threads": config.threads,
+            # processes that trained together (torchrun); effective batch = world_size * batch
+            "distributed": dist.describe(),
             "class_weights": [
                 round(w, 4)
                 for w in class_weights(
@@ -435,10 +522,12 @@ def train_model(
     }
     if extra_card:
         card.update(extra_card)
-    extra_files = _plots(out, history, metrics["test"], labels)
-    checkpoint.save_checkpoint(
-        out, model=model, labels=labels, vocab=vocab, card=card, extra_files=extra_files
-    )
+    if dist.is_main:
+        extra_files = _plots(out, history, metrics["test"], labels)
+        checkpoint.save_checkpoint(
+            out, model=model, labels=labels, vocab=vocab, card=card, extra_files=extra_files
+        )
+    dist.barrier()  # no rank returns before the checkpoint exists
     return card
 
 
