@@ -49,6 +49,7 @@ def tiny_config(data: Path, cell: str, **changes: object) -> TrainConfig:
         patience=20,
         batch_size=16,
         learning_rate=0.02,
+        lr_decay=1.0,
         dev_fraction=0.2,
         test_fraction=0.2,
         threads=1,
