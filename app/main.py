@@ -34,7 +34,7 @@ from app.fast_path import PredictFastPath
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.runtime import Runtime
-from app.streaming import StreamService
+from app.streaming import StreamService, stream_secret
 
 logger = logging.getLogger("app.main")
 
@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="rnn-sentiment",
         version=_version(),
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, metrics),
+        # Made with the app, before gunicorn forks its workers: they all sign streams alike.
+        lifespan=_lifespan(settings, metrics, stream_secret(settings)),
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
@@ -122,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _lifespan(settings: Settings, metrics: Metrics) -> Callable[[FastAPI], Any]:
+def _lifespan(
+    settings: Settings, metrics: Metrics, secret: tuple[bytes, str]
+) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         configure_logging(settings.log_level, settings.log_format)
@@ -132,7 +135,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Callable[[FastAPI], Any]:
         try:
             runtime = Runtime.load(settings, metrics)
             streams = StreamService.build(
-                settings, runtime.predictor, executor=runtime.executor, observer=metrics
+                settings,
+                runtime.predictor,
+                executor=runtime.executor,
+                observer=metrics,
+                secret=secret,
             )
             await runtime.start()
         except Exception:

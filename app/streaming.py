@@ -39,9 +39,9 @@ sent with `final`, the tail is read for good and the stream is closed: every upd
 
 Secret. `APP_STREAM_SECRET` when set (set the same value on every replica). Otherwise it is
 derived from `APP_API_KEYS` when those are set (shared by replicas that share keys; rotating
-the keys ends the streams in flight), and else random per process, so a stream only continues
-on the process that started it: fine for one process, wrong behind a load balancer. Both
-fallbacks log a warning at start-up.
+the keys ends the streams in flight), and else random, made when the app is built: the workers
+`python -m app` forks from one app share it, other replicas do not, so behind a load balancer a
+stream would fail on every replica but its own. Both fallbacks log a warning at start-up.
 """
 
 from __future__ import annotations
@@ -270,7 +270,10 @@ class StateCodec:
 
 
 def stream_secret(settings: Settings) -> tuple[bytes, SecretSource]:
-    """The key that signs stream states, and where it came from (see the module doc)."""
+    """The key that signs stream states, and where it came from (see the module doc).
+
+    Call it once per app: a random key is a new one on every call.
+    """
     if settings.stream_secret is not None:
         return settings.stream_secret.get_secret_value().encode("utf-8"), "APP_STREAM_SECRET"
     if settings.api_keys:
@@ -463,8 +466,10 @@ class StreamService:
         *,
         executor: Executor | None,
         observer: BatchObserver | None = None,
+        secret: tuple[bytes, str] | None = None,
     ) -> StreamService:
-        secret, source = stream_secret(settings)
+        """`secret`: `stream_secret(settings)`, made once per app (default: made here)."""
+        key, source = secret or stream_secret(settings)
         if source == "APP_API_KEYS":
             logger.warning(
                 "APP_STREAM_SECRET is not set: stream states are signed with a key derived "
@@ -473,13 +478,13 @@ class StreamService:
             )
         elif source == "random":
             logger.warning(
-                "APP_STREAM_SECRET is not set: stream states are signed with a random key of "
-                "this process, so a stream only continues on this process; set the same "
-                "APP_STREAM_SECRET on every worker and replica"
+                "APP_STREAM_SECRET is not set: stream states are signed with a random key made "
+                "at start-up, shared by this server's workers but by no other replica; set the "
+                "same APP_STREAM_SECRET on every replica"
             )
         config = predictor.model.config
         codec = StateCodec(
-            secret=secret,
+            secret=key,
             model_sha256=predictor.checkpoint.sha256,
             num_layers=config.num_layers,
             hidden_size=config.hidden_size,

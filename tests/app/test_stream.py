@@ -602,7 +602,7 @@ async def test_start_up_warns_without_a_configured_secret(
     async with started(make_settings, "gru", stream_secret=None):
         pass
     (record,) = [r for r in caplog.records if r.name == "app.streaming"]
-    assert "random key of this process" in record.getMessage()
+    assert "random key made at start-up" in record.getMessage()
     caplog.clear()
     async with started(make_settings, "gru", stream_secret=None, api_keys="key-one-1"):
         pass
@@ -878,3 +878,31 @@ def test_the_explorer_page_sends_only_new_characters(
     assert "".join(body["text"] for body in sent) == text
     assert watched.errors == []
     assert watched.console_errors() == []
+
+
+@pytest.mark.slow
+def test_the_workers_of_one_server_share_the_default_secret(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """`python -m app` with 2 workers and no APP_STREAM_SECRET: any worker continues a stream."""
+    import sys
+
+    from tests.app.test_server import free_port, running, server_env, wait_ready
+
+    port = free_port()
+    env = server_env(checkpoints["gru"], port, WORKERS="2", APP_ACCESS_LOG="false")
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    state = None
+    with running([sys.executable, "-m", "app"], env, log) as process:
+        wait_ready(base_url, process, log)
+        # A new connection for every piece, so the kernel picks a worker for each one.
+        for start in range(0, len(TEXT), 4):
+            body = {"text": TEXT[start : start + 4], "state": state}
+            response = httpx.post(f"{base_url}/stream", json=body, timeout=10)
+            assert response.status_code == 200, response.text
+            state = response.json()["state"]
+        one_shot = httpx.post(f"{base_url}/predict", json={"text": TEXT}, timeout=10).json()
+        last = httpx.post(f"{base_url}/stream", json={"state": state, "final": True}, timeout=10)
+    assert_close(last.json()["prediction"]["probabilities"], one_shot["probabilities"])
+    assert "random key made at start-up" in log.read_text()
