@@ -656,7 +656,8 @@ def _stream(args: argparse.Namespace, client: SentimentClient, out: TextIO, stdi
         prediction = update.prediction
         guess = "-" if prediction is None else f"{prediction.label} {prediction.score:.3f}"
         where = "final" if update.final else f"{update.position:>5}"
-        out.write(f"{where}  {guess:<16}  {read}{'  ~' + pending if pending else ''}\n")
+        words = "  ".join(part for part in (read, f"~{pending}" if pending else "") if part)
+        out.write(f"{where}  {guess:<16}  {words}".rstrip() + "\n")
     return 0
 
 
@@ -781,6 +782,11 @@ def main(
     except APIConnectionError as error:
         sys.stderr.write(f"error: cannot reach {args.url}: {error}\n")
         return 1
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error. Python's own flush of stdout at
+        # exit would fail again, so stdout is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
