@@ -266,10 +266,11 @@ def _refuse(batch: list[_Pending[In, Out]], reason: str) -> None:
 
 
 class SerialRunner:
-    """Runs one heavy call at a time on the inference executor, with a bounded waiting room.
+    """Runs one heavy call at a time on `executor`, with a bounded waiting room.
 
-    For work that is not batched (a /hidden-states trace): it shares the model's thread with
-    the batcher, but at most one such call is in that thread's queue at any time.
+    For work that is not batched (a /hidden-states trace, an explanation): the runtime gives it
+    the batcher's thread when there is one, else a thread of its own, so a long call never
+    holds the event loop; at most one such call is in that thread's queue at any time.
     """
 
     def __init__(

@@ -35,6 +35,9 @@ class Runtime:
     executor: ThreadPoolExecutor | None
     explainer: Explainer
     ready: bool = False
+    # Traces and explanations take milliseconds to seconds each: they run on a thread even
+    # when the batcher runs on the event loop, so probes and /predict keep answering meanwhile.
+    trace_executor: ThreadPoolExecutor | None = None
     model: ModelRef = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,15 +63,25 @@ class Runtime:
             observer=metrics,
             size_of=len,  # tokens: texts of very different lengths run in separate passes
         )
+        trace_executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace")
         tracer = SerialRunner(
             # A trace costs about as much as a full batch of predictions: allow as many waiting
             # traces as the queue holds full batches.
             max_waiting=max(1, settings.queue_size // settings.max_batch_size),
             timeout_s=settings.request_timeout_s,
-            executor=executor,
+            executor=trace_executor,
             observer=metrics,
         )
-        return cls(settings, metrics, predictor, batcher, tracer, executor, Explainer(predictor))
+        return cls(
+            settings,
+            metrics,
+            predictor,
+            batcher,
+            tracer,
+            executor,
+            Explainer(predictor),
+            trace_executor=trace_executor,
+        )
 
     async def start(self) -> None:
         """Start the batcher and warm every path up; then the runtime is ready."""
@@ -88,8 +101,9 @@ class Runtime:
         self.ready = False
         self.metrics.ready.set(0)
         await self.batcher.stop()
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+        for executor in {self.executor, self.trace_executor}:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
 
     async def predict(self, texts: Sequence[str], *, field: str) -> list[Prediction]:
         """Check limits, encode, and predict through the micro-batcher (422/503 as ApiError)."""
