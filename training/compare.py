@@ -20,9 +20,8 @@ from torch import nn
 
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.data import stratified_split
 from training.model import SentimentRNN, pad_ids
-from training.train import load_corpus, train_model
+from training.train import load_corpus, split_examples, train_model
 
 GRADIENT_STEPS = 20  # T: texts are cut to this many tokens for the gradient measurement
 
@@ -91,12 +90,7 @@ def _gradient_figures(config: TrainConfig, directory: Path) -> tuple[float, floa
     """Gradient ratio for a freshly initialised and for the trained model of one run."""
     loaded = load_checkpoint(directory)
     corpus = load_corpus(config)
-    dev = stratified_split(
-        corpus.examples,
-        seed=config.seed,
-        dev_fraction=config.dev_fraction,
-        test_fraction=config.test_fraction,
-    ).dev
+    dev = split_examples(corpus.examples, config).dev
     from training.tokenizer import tokenize  # noqa: PLC0415
 
     label_index = {label: i for i, label in enumerate(loaded.labels)}

@@ -7,9 +7,9 @@ from typing import Any
 
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.data import DataError, load_default_corpus, load_file, stratified_split
+from training.data import DataError, load_default_corpus, load_file
 from training.metrics import classification_metrics
-from training.train import encode, predict_indices
+from training.train import encode, predict_indices, split_examples
 
 
 def evaluate_checkpoint(
@@ -27,12 +27,7 @@ def evaluate_checkpoint(
         if recorded.get("sha256") not in (None, corpus.sha256):
             raise DataError(f"{corpus.source}: differs from the corpus this model was split from")
         config = TrainConfig().override(loaded.card.get("training", {}).get("config", {}))
-        examples = stratified_split(
-            corpus.examples,
-            seed=config.seed,
-            dev_fraction=config.dev_fraction,
-            test_fraction=config.test_fraction,
-        ).test
+        examples = split_examples(corpus.examples, config).test
         source = f"{corpus.source} (test split)"
     else:
         examples = load_file(Path(data), text_field=text_field, label_field=label_field).examples

@@ -31,7 +31,14 @@ from tqdm import tqdm
 
 from training import checkpoint
 from training.config import TrainConfig
-from training.data import Corpus, Example, load_default_corpus, load_file, stratified_split
+from training.data import (
+    Corpus,
+    Example,
+    Split,
+    load_default_corpus,
+    load_file,
+    stratified_split,
+)
 from training.distributed import SINGLE_PROCESS, DistributedContext
 from training.metrics import classification_metrics
 from training.model import ModelConfig, SentimentRNN, pad_ids
@@ -69,6 +76,16 @@ def load_corpus(config: TrainConfig) -> Corpus:
         text_field=config.text_field,
         label_field=config.label_field,
         weight_field=config.weight_field,
+    )
+
+
+def split_examples(examples: Sequence[Example], config: TrainConfig) -> Split:
+    """The train/dev/test split a config makes; seeded, so evaluation can rebuild it later."""
+    return stratified_split(
+        examples,
+        seed=config.seed,
+        dev_fraction=config.dev_fraction,
+        test_fraction=config.test_fraction,
     )
 
 
@@ -411,12 +428,7 @@ def train_model(
     rng = seed_everything(config.seed, config.threads)
     corpus = load_corpus(config)
     dist.check_same("the corpus sha256 (each node must read the same data)", corpus.sha256)
-    split = stratified_split(
-        corpus.examples,
-        seed=config.seed,
-        dev_fraction=config.dev_fraction,
-        test_fraction=config.test_fraction,
-    )
+    split = split_examples(corpus.examples, config)
     labels = order_labels([example.label for example in corpus.examples])
     label_index = {label: index for index, label in enumerate(labels)}
 
