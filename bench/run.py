@@ -43,6 +43,14 @@ BENCH = REPO / "bench"
 LUA = BENCH / "post_bodies.lua"
 SENTENCES = BENCH / "sentences.txt"
 OVERLOAD_CONCURRENCY = 512
+# What each serving setting is worth, measured against the ceiling in the same run.
+DEFAULT_VARIANTS = (
+    "float32=APP_INFERENCE_DTYPE=float32",
+    "thread=APP_INFERENCE_THREAD=true",
+    "no-access-log=APP_ACCESS_LOG=false",
+    "no-fast-path=APP_FAST_PATH=false",
+    "small-queue@512=APP_QUEUE_SIZE=64",
+)
 
 
 # -- wrk ---------------------------------------------------------------------------------------
@@ -282,12 +290,14 @@ def measure_variant(
     wrk: str, name: str, env: dict[str, str], ceiling: Server, bodies: Path,
     args: argparse.Namespace, work: Path,
 ) -> dict[str, Any]:  # fmt: skip
-    """The service with other settings, at c=64, against the ceiling again (back to back)."""
+    """The service with other settings, against the ceiling again (back to back); at c=64
+    unless the name ends in @CONNECTIONS."""
     base = server_env(args)
     base.update(env)
+    connections = int(name.rpartition("@")[2]) if "@" in name else 64
     variant = start_server(name, make_serve(), base, work / f"{name}-server.log")
     try:
-        point = measure_pair(wrk, variant, ceiling, bodies, 64, args, work)
+        point = measure_pair(wrk, variant, ceiling, bodies, connections, args, work)
     finally:
         variant.stop()
     point["name"] = name
@@ -320,6 +330,9 @@ def measure_point(
     ]
     result["memory_per_worker"] = memory(server.workers)
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    # CPU time the workers spent per request: what the machine's other load disturbs least.
+    cpu_s = sum(b - a for a, b in zip(before, after, strict=True))
+    result["cpu_us_per_request"] = cpu_s / max(result["requests"], 1) * 1e6
     result["connections"] = connections
     return result
 
@@ -368,8 +381,8 @@ def errors_text(result: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| c | server | req/s | ÷ ceiling | p50 ms | p95 ms | p99 ms | errors | CPU % per worker "
-        "| RSS MB per worker |",
-        "|---:|---|---:|---:|---:|---:|---:|---|---|---|",
+        "| CPU µs/request | RSS MB per worker |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     rows = [(point, "/predict") for point in results["points"]]
     rows += [
@@ -386,7 +399,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {point['connections']} | {label if name == 'predict' else 'ceiling'} "
                 f"| {result['rps']:,.0f} | {ratio} | {ms(p['50'])} | {ms(p['95'])} "
-                f"| {ms(p['99'])} | {errors_text(result)} | {cpu} | {rss} |"
+                f"| {ms(p['99'])} | {errors_text(result)} | {cpu} "
+                f"| {result['cpu_us_per_request']:,.0f} | {rss} |"
             )
     overload = results.get("overload")
     if overload:
@@ -396,7 +410,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {overload['connections']} | /predict (overload) | {overload['rps']:,.0f} | "
             f"| {ms(p['50'])} | {ms(p['95'])} | {ms(p['99'])} | {errors_text(overload)} "
-            f"| {cpu} | {rss} |"
+            f"| {cpu} | {overload['cpu_us_per_request']:,.0f} | {rss} |"
         )
     return "\n".join(lines)
 
@@ -480,12 +494,19 @@ def parse_args() -> argparse.Namespace:
         "--variant",
         type=parse_variant,
         action="append",
-        default=[],
+        default=None,
         metavar="NAME=APP_X=v[,APP_Y=w]",
-        help="also measure the service with these settings at c=64 (repeatable)",
+        help="also measure the service with these settings, at c=64 or NAME@C (repeatable; "
+        f"default: {' '.join(DEFAULT_VARIANTS)})",
     )
+    parser.add_argument("--no-variants", action="store_true", help="skip the variants")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.no_variants:
+        args.variant = []
+    elif args.variant is None:
+        args.variant = [parse_variant(text) for text in DEFAULT_VARIANTS]
+    return args
 
 
 def make_serve() -> list[str]:
