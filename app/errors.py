@@ -25,6 +25,7 @@ ERROR_CODES: dict[int, str] = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -36,6 +37,7 @@ _DEFAULT_MESSAGES: dict[int, str] = {
     401: "A valid API key is required: send 'Authorization: Bearer <key>'.",
     404: "No such resource.",
     405: "Method not allowed for this resource.",
+    408: "The request body did not arrive in time.",
     413: "The request body is too large.",
     415: "Request bodies must be JSON: send 'Content-Type: application/json'.",
     422: "The request is not valid.",
@@ -83,6 +85,13 @@ class BodyTooLarge(StarletteHTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The request body exceeds the limit of {limit} bytes.")
+
+
+class BodyTimeout(StarletteHTTPException):
+    """Raised when the next piece of a body does not arrive within the timeout."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"The request body stalled for more than {timeout_s:g} seconds.")
 
 
 def error_body(
@@ -149,7 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         status = exc.status_code
-        if status == 413 and isinstance(exc.detail, str) and exc.detail.startswith("The "):
+        if status in (408, 413) and isinstance(exc.detail, str) and exc.detail.startswith("The "):
             message = exc.detail
         else:
             # FastAPI's and Starlette's own details ("Not Found", "There was an error parsing

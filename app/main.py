@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         access_log=settings.access_log,
         fast_path=(
             PredictFastPath(api_keys=settings.api_keys, cors=bool(settings.cors_origins))

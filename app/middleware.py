@@ -3,7 +3,8 @@
 A plain ASGI middleware (not `BaseHTTPMiddleware`, which costs a task and a stream per
 request): it gives each request an id (the client's `X-Request-ID` when it is sane, else a new
 one) and echoes it, refuses bodies over the limit before reading them (by `Content-Length`,
-and by counting streamed bytes when there is none), times the request, counts it by route
+and by counting streamed bytes when there is none), drops a body that stalls for longer than
+its timeout (408, connection closed), times the request, counts it by route
 template and status, writes one access-log line, and turns any exception that escaped the
 app into the common 500 error shape. POST /predict is first offered to the fast path
 (`app.fast_path`), which answers the common case without FastAPI's per-request work.
@@ -11,6 +12,7 @@ app into the common 500 error shape. POST /predict is first offered to the fast 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -19,7 +21,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
-from app.errors import BodyTooLarge, error_body
+from app.errors import BodyTimeout, BodyTooLarge, error_body
 from app.fast_path import PATH as FAST_PATH
 from app.fast_path import PredictFastPath
 from app.metrics import Metrics
@@ -46,8 +48,10 @@ class RequestMiddleware:
         max_body_bytes: int,
         access_log: bool = True,
         fast_path: PredictFastPath | None = None,
+        body_timeout_s: float | None = None,
     ) -> None:
         self.app = app
+        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -74,16 +78,7 @@ class RequestMiddleware:
             await send(message)
 
         limit = self.max_body_bytes
-        received = 0
-
-        async def receive_with_limit() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-            return message
+        receive_with_limit = _BodyGuard(receive, limit, self.body_timeout_s)
 
         try:
             if content_length is not None and content_length > limit:
@@ -105,6 +100,10 @@ class RequestMiddleware:
             if response_started:
                 raise
             await _send_error(send_with_id, 413, "body_too_large", error.detail)
+        except BodyTimeout as error:
+            if response_started:
+                raise
+            await _send_error(send_with_id, 408, "body_timeout", error.detail, close=True)
         except Exception:
             logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if response_started:
@@ -142,6 +141,36 @@ class RequestMiddleware:
             )
 
 
+class _BodyGuard:
+    """`receive` that raises `BodyTooLarge` past the limit, `BodyTimeout` when a body stalls."""
+
+    __slots__ = ("limit", "pending", "receive", "received", "timeout_s")
+
+    def __init__(self, receive: Receive, limit: int, timeout_s: float | None) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.timeout_s = timeout_s
+        self.received = 0
+        self.pending = True
+
+    async def __call__(self) -> Message:
+        if self.pending and self.timeout_s is not None:
+            # A client that stops sending its body mid-way is dropped, not waited for.
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    message = await self.receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
+        else:
+            message = await self.receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise BodyTooLarge(self.limit)
+            self.pending = message.get("more_body", False)
+        return message
+
+
 def _read_headers(scope: Scope) -> tuple[str, int | None]:
     """The request id to use (the client's when sane, else a new one) and Content-Length."""
     request_id = ""
@@ -159,16 +188,15 @@ def _read_headers(scope: Scope) -> tuple[str, int | None]:
     return request_id or _new_request_id(), content_length
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, message: str, *, close: bool = False
+) -> None:
     body = error_body(code, message)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    if close:  # the rest of the body may still arrive: the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

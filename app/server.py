@@ -35,7 +35,8 @@ from app.metrics import MULTIPROC_ENV
 # The same for the single-process server and for every gunicorn worker.
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "auto",  # uvloop when installed
-    "http": "auto",  # httptools when installed
+    # httptools, with a deadline for request headers (uvicorn has none: see app.protocol)
+    "http": "app.protocol:HeaderTimeoutProtocol",
     "lifespan": "on",  # a lifespan that fails stops the worker instead of serving without a model
     "log_config": None,  # the app's own logging (app.core.logging) handles uvicorn's records
     "access_log": False,  # the app writes its own access log, with request ids

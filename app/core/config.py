@@ -40,6 +40,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Request body size; refused before it is read whole."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        description=(
+            "Longest wait for the next piece of a request body; past it, 408 and the "
+            "connection is closed (a slow or stalled client cannot hold a request open)."
+        ),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description=(
+            "Longest time a request's line and headers may take to arrive; past it the "
+            "connection is closed (slow-loris clients; see app/protocol.py)."
+        ),
+    )
     max_hidden_state_tokens: int = Field(
         256, ge=1, description="Tokens per /hidden-states text (its response grows with each)."
     )
