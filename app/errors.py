@@ -29,6 +29,7 @@ ERROR_CODES: dict[int, str] = {
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
 }
@@ -41,6 +42,7 @@ _DEFAULT_MESSAGES: dict[int, str] = {
     413: "The request body is too large.",
     415: "Request bodies must be JSON: send 'Content-Type: application/json'.",
     422: "The request is not valid.",
+    429: "Too many requests; retry later.",
     500: "Internal server error.",
     503: "The service is unavailable; retry later.",
 }

@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.api.deps import api_key_auth
+from app.api.deps import api_key_auth, rate_limit
 from app.api.routes import docs, explain, explorer, health, hidden_states, model, predict, tokenize
 from app.api.routes import metrics as metrics_route
 from app.api.routes import stream as stream_routes
@@ -33,6 +33,7 @@ from app.errors import install_error_handlers
 from app.fast_path import PredictFastPath
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
+from app.ratelimit import RateLimiter
 from app.runtime import Runtime
 from app.streaming import StreamService, stream_secret
 
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     guards = [Depends(api_key_auth(settings.api_keys))] if settings.api_keys else []
+    if settings.rate_limit_per_minute is not None:
+        limiter = RateLimiter(settings.rate_limit_per_minute)
+        guards.append(Depends(rate_limit(limiter, by_key=bool(settings.api_keys))))
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
     app.include_router(model.router, dependencies=guards)
@@ -117,7 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
         fast_path=(
             PredictFastPath(api_keys=settings.api_keys, cors=bool(settings.cors_origins))
-            if settings.fast_path
+            # With a rate limit every request passes the limiter, which lives in FastAPI.
+            if settings.fast_path and settings.rate_limit_per_minute is None
             else None
         ),
     )

@@ -3,7 +3,9 @@
 # No `from __future__ import annotations` here: FastAPI reads these signatures at run time,
 # and `check_api_key` refers to a local (`bearer`) that a string annotation could not name.
 
+import hashlib
 import hmac
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
@@ -12,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.errors import ApiError, UnavailableError
+from app.ratelimit import RateLimiter
 from app.runtime import Runtime
 
 
@@ -85,3 +88,29 @@ def api_key_auth(keys: Sequence[SecretStr]) -> Callable[..., Awaitable[None]]:
             )
 
     return check_api_key
+
+
+def rate_limit(limiter: RateLimiter, *, by_key: bool) -> Callable[..., Awaitable[None]]:
+    """A dependency taking one request from the client's bucket, or 429 with Retry-After.
+
+    The client is its API key when `by_key` (after `api_key_auth` has checked it; the bucket is
+    named by the key's sha256, never the key), else its address.
+    """
+
+    async def check_rate(request: Request) -> None:
+        if by_key:
+            offered = request.headers.get("authorization", "").encode("utf-8")
+            client = "key:" + hashlib.sha256(offered).hexdigest()
+        else:
+            client = "addr:" + (request.client.host if request.client else "")
+        wait_s = limiter.acquire(client)
+        if wait_s > 0:
+            retry_after = max(1, math.ceil(wait_s))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many requests; retry after {retry_after} seconds.",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+    return check_rate

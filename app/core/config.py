@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="Comma-separated keys; when set, inference routes need one."
     )
+    rate_limit_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Requests per minute per API key (per client address without keys) on the "
+            "inference routes; over it, 429 with Retry-After. Counted in each worker process."
+        ),
+    )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Comma-separated origins allowed by CORS; empty: no CORS headers."
     )
