@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
+    # POST /predict's fast path (app.fast_path) checks API keys itself and is turned off below
+    # when any other guard applies: a new guard here must be added to that condition too.
     guards = [Depends(api_key_auth(settings.api_keys))] if settings.api_keys else []
     if settings.rate_limit_per_minute is not None:
         limiter = RateLimiter(settings.rate_limit_per_minute)
