@@ -48,6 +48,10 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then set -- --extra-index-url "$TORCH_INDEX_UR
 COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt \
     && python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
+# The torch wheel carries C++ headers and test programs that nothing runs here (~160 MB).
+RUN torch_dir="$(python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
+    && rm -rf "$torch_dir/include" "$torch_dir/test" \
+    && rm -f "$torch_dir"/bin/test_* "$torch_dir"/bin/*Test "$torch_dir"/bin/protoc*
 
 
 # The project itself, as a wheel (app + training's model and checkpoint code, no data), in a
