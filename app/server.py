@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import uvicorn
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
 from gunicorn.glogging import Logger as GunicornLogger
 from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
@@ -65,6 +66,12 @@ def serve(target: str, server: ServerSettings) -> int:
         if os.getpid() != arbiter_pid:
             raise
         return stop.code if isinstance(stop.code, int) else 1
+    except HaltServer as halt:
+        # A second worker failing to boot while the arbiter halts for the first one raises
+        # HaltServer again from inside gunicorn's halt(), past its own handler.
+        if os.getpid() != arbiter_pid:
+            raise
+        return int(halt.exit_status)
     return 0
 
 
