@@ -47,7 +47,11 @@ class Runtime:
     def load(cls, settings: Settings, metrics: Metrics) -> Runtime:
         """Load and verify the checkpoint (raises `CheckpointError`) and build the queues."""
         checkpoint = load_checkpoint(settings.model_dir)
-        predictor = Predictor(checkpoint, dtype=_DTYPES[settings.inference_dtype])
+        predictor = Predictor(
+            checkpoint,
+            dtype=_DTYPES[settings.inference_dtype],
+            torchscript=settings.torchscript,
+        )
         executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             if settings.inference_thread

@@ -126,6 +126,14 @@ class Settings(BaseSettings):
             "is about twice as fast in the model and agrees to about 1e-7."
         ),
     )
+    torchscript: bool = Field(
+        True,
+        description=(
+            "Run /predict's forward pass through a traced, frozen TorchScript graph of the same "
+            "model (same weights and dtype, same answers; about 2x faster at batch 1). "
+            "false: the eager module."
+        ),
+    )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker.")
     gc_freeze: bool = Field(
         True, description="gc.freeze() after start-up: full collections skip the start-up heap."

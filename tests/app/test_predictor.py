@@ -52,6 +52,16 @@ def test_all_unknown_words_still_get_a_prediction(predictor: Predictor) -> None:
     assert prediction.label in LABELS
 
 
+@pytest.mark.parametrize("kind", list(CHECKPOINT_KINDS))
+def test_torchscript_forward_gives_the_eager_answers_exactly(
+    checkpoints: dict[str, Path], kind: str
+) -> None:
+    eager = Predictor(load_checkpoint(checkpoints[kind]))
+    traced = Predictor(load_checkpoint(checkpoints[kind]), torchscript=True)
+    assert traced.predict(TEXTS) == eager.predict(TEXTS)
+    assert [traced.predict([text])[0] for text in TEXTS] == eager.predict(TEXTS)
+
+
 def test_float32_agrees_closely_with_float64(checkpoints: dict[str, Path]) -> None:
     exact = Predictor(load_checkpoint(checkpoints["gru"]))
     fast = Predictor(load_checkpoint(checkpoints["gru"]), dtype=torch.float32)
