@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -19,6 +19,8 @@ from app.metrics import Metrics
 from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
 from app.schemas import ModelRef
 from training.checkpoint import load_checkpoint
+
+T = TypeVar("T")
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -126,7 +128,7 @@ class Runtime:
         try:
             return await self.batcher.submit([item.ids for item in encoded])
         except (OverloadedError, DeadlineExceededError) as error:
-            raise self._unavailable(error) from None
+            raise self.unavailable(error) from None
 
     async def trace(
         self,
@@ -153,10 +155,7 @@ class Runtime:
             units=units,
             top_k=top_k,
         )
-        try:
-            return encoded, await self.tracer.run(call)
-        except (OverloadedError, DeadlineExceededError) as error:
-            raise self._unavailable(error) from None
+        return encoded, await self._on_tracer(call)
 
     async def explain(
         self,
@@ -181,13 +180,17 @@ class Runtime:
             replacement=replacement,
             decimals=decimals,
         )
-        try:
-            # As heavy as a trace or heavier: it shares the traces' single-file queue.
-            return encoded, await self.tracer.run(call)
-        except (OverloadedError, DeadlineExceededError) as error:
-            raise self._unavailable(error) from None
+        # As heavy as a trace or heavier: it shares the traces' single-file queue.
+        return encoded, await self._on_tracer(call)
 
-    def _unavailable(self, error: OverloadedError | DeadlineExceededError) -> UnavailableError:
+    async def _on_tracer(self, call: Callable[[], T]) -> T:
+        try:
+            return await self.tracer.run(call)
+        except (OverloadedError, DeadlineExceededError) as error:
+            raise self.unavailable(error) from None
+
+    def unavailable(self, error: OverloadedError | DeadlineExceededError) -> UnavailableError:
+        """The 503 a full queue or a missed deadline becomes, with `Retry-After`."""
         retry_after = self.settings.retry_after_s
         if isinstance(error, DeadlineExceededError):
             return UnavailableError(

@@ -34,7 +34,7 @@ from starlette import status
 from app.api.deps import InferenceRuntimeDep
 from app.batching import DeadlineExceededError, OverloadedError
 from app.core.logging import request_id_var
-from app.errors import ApiError, UnavailableError, error_body, error_responses
+from app.errors import ApiError, error_body, error_responses
 from app.runtime import Runtime
 from app.schemas import (
     STREAM_EXAMPLES,
@@ -106,7 +106,7 @@ async def stream(
     except StreamError as error:
         raise _api_error(error, "body") from None
     except (OverloadedError, DeadlineExceededError) as error:
-        raise _unavailable(error, runtime.settings.retry_after_s) from None
+        raise runtime.unavailable(error) from None
     return _response(update, runtime)
 
 
@@ -261,7 +261,7 @@ async def _answer(
         )
         return None
     except (OverloadedError, DeadlineExceededError) as error:
-        unavailable = _unavailable(error, runtime.settings.retry_after_s)
+        unavailable = runtime.unavailable(error)
         await _close(
             websocket, status.WS_1013_TRY_AGAIN_LATER, unavailable.code, unavailable.message
         )
@@ -304,16 +304,6 @@ def _api_error(error: StreamError, where: str) -> ApiError:
     )
     message = _summary(details) if details else error.message
     return ApiError(error.status, error.code, message, details=details)
-
-
-def _unavailable(error: OverloadedError | DeadlineExceededError, retry_after: int) -> ApiError:
-    if isinstance(error, DeadlineExceededError):
-        return UnavailableError(
-            "deadline_exceeded", f"The request timed out ({error}); retry later.", retry_after
-        )
-    return UnavailableError(
-        "overloaded", f"The service is overloaded ({error}); retry later.", retry_after
-    )
 
 
 def _response(update: StreamUpdate, runtime: Runtime) -> StreamResponse:
