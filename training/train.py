@@ -466,10 +466,10 @@ def train_model(
     # The stored embedding table is float16; train on exactly the values that will be saved.
     checkpoint.round_half_precision(model)
 
-    def encoded(examples: Sequence[Example]) -> Encoded:
-        return encode(examples, vocab, label_index, config.max_tokens, config.use_example_weights)
-
-    train_data, dev_data, test_data = (encoded(s) for s in (split.train, split.dev, split.test))
+    train_data, dev_data = (
+        encode(part, vocab, label_index, config.max_tokens, config.use_example_weights)
+        for part in (split.train, split.dev)
+    )
     history = fit(model.to(dist.device), train_data, dev_data, labels, config, rng, dist)
     model.cpu()
     checkpoint.round_half_precision(model)
@@ -481,7 +481,6 @@ def train_model(
         "dev": evaluate_encoded(model, dev_data, labels, dist),
         "test": evaluate_encoded(model, test_plain, labels, dist),
     }
-    del test_data
     if config.baseline and dist.is_main:
         from training.baseline import tfidf_logistic_regression  # noqa: PLC0415
 
