@@ -40,7 +40,7 @@ from typing import Literal
 import torch
 
 from app.predictor import EncodedText, Prediction, Predictor
-from training.model import SentimentRNN
+from training.model import SentimentRNN, pad_ids
 
 Baseline = Literal["pad", "unk", "zero"]
 Replacement = Literal["unk", "drop"]
@@ -163,9 +163,8 @@ def occlusion(
             hidden = full.new_zeros(model.head.in_features)  # (D*H,)
             occluded = model.head(hidden).unsqueeze(0)  # (1, C)
         else:
-            width = max(len(variant) for variant in variants)
-            padded = torch.tensor([v + [pad] * (width - len(v)) for v in variants])  # (T, W)
-            lengths = torch.tensor([len(variant) for variant in variants])  # (T,)
+            padded, lengths = pad_ids(variants, pad)  # (T, W), (T,)
+            width = padded.size(1)
             per_chunk = max(1, max_batch_tokens // width)
             occluded = torch.cat(
                 [model(padded[part], lengths[part]) for part in _chunks(length, per_chunk)]

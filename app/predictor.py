@@ -22,7 +22,7 @@ from typing import Literal, cast
 import torch
 
 from training.checkpoint import Checkpoint
-from training.model import LayerTrace
+from training.model import LayerTrace, pad_ids
 from training.tokenizer import Token, tokenize
 
 
@@ -153,13 +153,9 @@ class Predictor:
         return self.predict_ids([item.ids for item in encoded])
 
     def _probabilities(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
-        lengths = [len(ids) for ids in batch]
-        longest = max(lengths)
-        pad = self.vocab.pad_id
-        padded = [list(ids) + [pad] * (longest - len(ids)) for ids in batch]
+        ids, lengths = pad_ids(batch, self.vocab.pad_id)  # (B, T), (B,)
         with torch.inference_mode():
-            ids_tensor = torch.tensor(padded, dtype=torch.long)  # (B, T)
-            logits = self._forward(ids_tensor, torch.tensor(lengths))  # (B, C)
+            logits = self._forward(ids, lengths)  # (B, C)
             probabilities = torch.softmax(logits, dim=-1).float()  # rounding: see module doc
         rows: list[list[float]] = probabilities.tolist()
         return rows

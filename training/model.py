@@ -275,10 +275,14 @@ def pad_ids(
     sequences: Sequence[Sequence[int]], pad_id: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id lists into ids (B, T_max) and lengths (B,); every list non-empty."""
-    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.long)
-    if lengths.numel() == 0 or int(lengths.min()) < 1:
+    sizes = [len(sequence) for sequence in sequences]
+    if not sizes or min(sizes) < 1:
         raise ValueError("every sequence needs at least one token")
-    ids = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-    return ids, lengths
+    longest = max(sizes)
+    # One tensor from padded lists: cheaper than filling rows one by one (serving's hot path).
+    padded = [
+        [*sequence, *[pad_id] * (longest - size)]
+        for sequence, size in zip(sequences, sizes, strict=True)
+    ]
+    ids = torch.tensor(padded, dtype=torch.long)
+    return ids, torch.tensor(sizes, dtype=torch.long)
