@@ -143,7 +143,7 @@ class Predictor:
             return []
         rows = self._probabilities(batch)
         labels = self.labels
-        return [_prediction(labels, row) for row in rows]
+        return [prediction_from(labels, row) for row in rows]
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Convenience for scripts and tests: no limits beyond needing at least one token."""
@@ -210,7 +210,7 @@ class Predictor:
                     steps.append((self.labels[best], dict(zip(self.labels, row, strict=True))))
         # The final prediction comes from the same packed forward pass as /predict, so the two
         # routes agree exactly; steps[-1] is the unrolled equivalent and agrees to ~1e-7.
-        prediction = _prediction(self.labels, self._probabilities([encoded.ids])[0])
+        prediction = prediction_from(self.labels, self._probabilities([encoded.ids])[0])
         if decimals is not None:
             prediction = Prediction(
                 prediction.label,
@@ -238,7 +238,8 @@ class Predictor:
         )
 
 
-def _prediction(labels: tuple[str, ...], row: list[float]) -> Prediction:
+def prediction_from(labels: Sequence[str], row: list[float]) -> Prediction:
+    """The label with the highest probability, its score and every label's probability."""
     best = max(range(len(row)), key=row.__getitem__)
     return Prediction(labels[best], row[best], dict(zip(labels, row, strict=True)))
 

@@ -64,7 +64,7 @@ import torch
 
 from app.batching import BatchObserver, SerialRunner
 from app.core.config import Settings
-from app.predictor import Prediction, Predictor
+from app.predictor import Prediction, Predictor, prediction_from
 from training.model import RecurrentState
 from training.tokenizer import Token, tokenize
 
@@ -442,9 +442,7 @@ class StreamEngine:
 
     def _prediction(self, logits: torch.Tensor) -> Prediction:
         (row,) = self._probabilities(logits.unsqueeze(0))
-        best = max(range(len(row)), key=row.__getitem__)
-        labels = self.predictor.labels
-        return Prediction(labels[best], row[best], dict(zip(labels, row, strict=True)))
+        return prediction_from(self.predictor.labels, row)
 
 
 class StreamService:
