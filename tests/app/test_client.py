@@ -11,8 +11,6 @@ import asyncio
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +41,8 @@ from app.client import (
 )
 from app.main import create_app
 from app.schemas import BatchPredictResponse, PredictResponse
+from tests.app.test_server import free_port
+from tests.app.test_server import uvicorn_server as real_uvicorn_server
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "client-tests-stream-secret"
@@ -293,48 +293,13 @@ async def test_async_stream_from_an_async_source(async_client: AsyncSentimentCli
 # Real uvicorn processes over loopback
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def uvicorn_server(model_dir: Path, log: Path, **settings: str) -> Iterator[str]:
-    """`uvicorn app.main:app` on a free loopback port; yields its base URL once ready."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("APP_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({"APP_MODEL_DIR": str(model_dir), "APP_ACCESS_LOG": "false", **settings})
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            with SentimentClient(base_url) as client:
-                deadline = time.monotonic() + 60
-                while not client.ready():
-                    if process.poll() is not None:
-                        pytest.fail(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"uvicorn did not become ready:\n{log.read_text()}")
-                    time.sleep(0.1)
-            yield base_url
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+    """The shared real server, checked ready through the sync client as well."""
+    with real_uvicorn_server(model_dir, log, **settings) as base_url:
+        with SentimentClient(base_url) as client:
+            assert client.ready()
+        yield base_url
 
 
 @pytest.fixture(scope="module")

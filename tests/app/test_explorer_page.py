@@ -14,18 +14,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
+
+from tests.app.test_server import uvicorn_server
 
 pytestmark = pytest.mark.slow
 
@@ -46,54 +44,6 @@ SHARED_TEXT = "I loved the acting, but the plot was thin and the ending awful :(
 LONG_TEXT = " ".join(["The food was great but the service was painfully slow today ."] * 17)
 TIMEOUT_MS = 20_000
 LOADED = re.compile(r"^Read \d+ tokens?\.$")  # the status once states and attributions are drawn
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def uvicorn_server(model_dir: Path, log: Path, **settings: str) -> Iterator[str]:
-    """`uvicorn app.main:app` on a free loopback port; yields its base URL once ready."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("APP_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({"APP_MODEL_DIR": str(model_dir), "APP_ACCESS_LOG": "false", **settings})
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
-                try:
-                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"uvicorn did not become ready:\n{log.read_text()}")
-                time.sleep(0.1)
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

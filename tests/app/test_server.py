@@ -95,6 +95,18 @@ def wait_ready(
     pytest.fail("server did not become ready")
 
 
+@contextmanager
+def uvicorn_server(model_dir: Path, log: Path, **settings: str) -> Iterator[str]:
+    """`uvicorn app.main:app` on a free loopback port; yields its base URL once ready."""
+    port = free_port()
+    env = server_env(model_dir, port, APP_ACCESS_LOG="false", **settings)
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    with running([*command, "--port", str(port)], env, log) as process:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(base_url, process, log)
+        yield base_url
+
+
 def make_serve() -> list[str]:
     # `-o .venv/.runtime`: the test runs inside the installed dev environment, so the install
     # step that `serve` depends on is taken as done; the recipe itself runs as in production.
