@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
-from pydantic import ValidationError
+# SIGHUP reloads the model once the app runs (app.serving); until then, while torch and the
+# app are imported and the model loads, it is ignored rather than fatal (its default action).
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-from app.core.config import ServerSettings, Settings
-from app.core.logging import configure_logging
+from pydantic import ValidationError  # noqa: E402 - after the signal disposition above
+
+from app.core.config import ServerSettings, Settings  # noqa: E402
+from app.core.logging import configure_logging  # noqa: E402
 
 APP = "app.main:app"
 # prometheus_client's variable (see app.metrics). It must be set before prometheus_client is

@@ -205,13 +205,26 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         code, message, details = _EXAMPLES[status]
-        example = {
-            "error": {"code": code, "message": message, "details": details},
-            "request_id": "4c1d7f0e9a2b4f6c",
-        }
-        responses[status] = {
+        responses.update(error_doc(status, _DESCRIPTIONS[status], code, message, details))
+    return responses
+
+
+def error_doc(
+    status: int,
+    description: str,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entry for one error a route documents itself, with its example."""
+    example = {
+        "error": {"code": code, "message": message, "details": details or []},
+        "request_id": "4c1d7f0e9a2b4f6c",
+    }
+    return {
+        status: {
             "model": ErrorResponse,
-            "description": _DESCRIPTIONS[status],
+            "description": description,
             "content": {"application/json": {"example": example}},
         }
-    return responses
+    }

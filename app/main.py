@@ -7,8 +7,11 @@ loaded is logged with its reason and re-raised, so uvicorn exits non-zero instea
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +27,17 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.api.deps import api_key_auth, rate_limit
-from app.api.routes import docs, explain, explorer, health, hidden_states, model, predict, tokenize
+from app.api.routes import (
+    admin,
+    docs,
+    explain,
+    explorer,
+    health,
+    hidden_states,
+    model,
+    predict,
+    tokenize,
+)
 from app.api.routes import metrics as metrics_route
 from app.api.routes import stream as stream_routes
 from app.core.config import Settings, get_settings
@@ -34,8 +47,8 @@ from app.fast_path import PredictFastPath
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.ratelimit import RateLimiter
-from app.runtime import Runtime
-from app.streaming import StreamService, stream_secret
+from app.serving import ModelSlot
+from app.streaming import stream_secret
 
 logger = logging.getLogger("app.main")
 
@@ -87,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream_routes.router, dependencies=guards)
     app.include_router(stream_routes.ws_router)  # authenticates itself (see its module)
     app.include_router(health.router)
+    if settings.admin_keys:
+        admin_guard = api_key_auth(settings.admin_keys, scheme="AdminKey", setting="APP_ADMIN_KEYS")
+        app.include_router(admin.router, dependencies=[Depends(admin_guard)])
     app.include_router(metrics_route.build_router(metrics))
     if settings.docs:
         app.include_router(docs.router)
@@ -140,16 +156,9 @@ def _lifespan(
         torch.set_num_threads(settings.torch_threads)
         started = time.perf_counter()
         logger.info("loading checkpoint", extra={"model_dir": str(settings.model_dir)})
+        slot = ModelSlot(settings, metrics, secret)
         try:
-            runtime = Runtime.load(settings, metrics)
-            streams = StreamService.build(
-                settings,
-                runtime.predictor,
-                executor=runtime.executor,
-                observer=metrics,
-                secret=secret,
-            )
-            await runtime.start()
+            serving = await slot.start()
         except Exception:
             logger.exception(
                 "cannot serve: the model failed to load",
@@ -163,21 +172,36 @@ def _lifespan(
         logger.info(
             "ready",
             extra={
-                "model": runtime.model.name,
-                "version": runtime.model.version,
+                "model": serving.runtime.model.name,
+                "version": serving.runtime.model.version,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
+        hangup = _reload_on_sighup(slot) if settings.reload_on_sighup else False
         try:
-            yield {"runtime": runtime, "streams": streams}
+            # Each request gets the slot's current runtime and streams (RequestMiddleware).
+            yield {"slot": slot}
         finally:
             logger.info("shutting down")
-            await runtime.stop()
+            if hangup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            await slot.stop()
             if settings.gc_freeze:
                 gc.unfreeze()
             metrics.mark_process_dead()
 
     return lifespan
+
+
+def _reload_on_sighup(slot: ModelSlot) -> bool:
+    """SIGHUP reloads the checkpoint (app.serving); False where no handler can be installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return False  # e.g. an app run by a test harness on another thread
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, slot.reload_in_background)
+    except (NotImplementedError, RuntimeError):  # no signals on this platform or loop
+        return False
+    return True
 
 
 def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:

@@ -77,6 +77,13 @@ class Metrics:
             ("reason",),
             registry=registry,
         )
+        self.reloads = Counter(
+            "model_reloads",
+            "Checkpoint reloads (POST /admin/reload, SIGHUP), by outcome: reloaded, "
+            "unchanged (the served checkpoint), failed (the served model stayed).",
+            ("outcome",),
+            registry=registry,
+        )
         self.ready = Gauge(
             "app_ready",
             "1 when the model is loaded and warmed up (summed over live workers).",
@@ -119,6 +126,9 @@ class Metrics:
 
     def count_rejection(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+    def count_reload(self, outcome: str) -> None:
+        self.reloads.labels(outcome).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

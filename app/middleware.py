@@ -6,7 +6,9 @@ one) and echoes it, refuses bodies over the limit before reading them (by `Conte
 and by counting streamed bytes when there is none), drops a body that stalls for longer than
 its timeout (408, connection closed), times the request, counts it by route
 template and status, writes one access-log line, and turns any exception that escaped the
-app into the common 500 error shape. POST /predict is first offered to the fast path
+app into the common 500 error shape. It also hands each request (and WebSocket) the model
+served when it arrived (`app.serving`), counted in flight on it until the response is done.
+POST /predict is first offered to the fast path
 (`app.fast_path`), which answers the common case without FastAPI's per-request work.
 """
 
@@ -25,6 +27,8 @@ from app.errors import BodyTimeout, BodyTooLarge, error_body
 from app.fast_path import PATH as FAST_PATH
 from app.fast_path import PredictFastPath
 from app.metrics import Metrics
+from app.runtime import Runtime
+from app.serving import ModelSlot
 
 logger = logging.getLogger("app.request")
 access_logger = logging.getLogger("app.access")
@@ -59,8 +63,21 @@ class RequestMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                _take_serving(scope)
             await self.app(scope, receive, send)
             return
+        runtime = _take_serving(scope)
+        if runtime is not None:
+            runtime.in_flight += 1
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                runtime.in_flight -= 1
+        else:
+            await self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id, content_length = _read_headers(scope)
         token = request_id_var.set(request_id)
@@ -139,6 +156,21 @@ class RequestMiddleware:
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
+
+
+def _take_serving(scope: Scope) -> Runtime | None:
+    """Give the request the model served now (`app.serving`): its runtime and streams go into
+    the request's own state, so a reload mid-request does not change what it works with."""
+    state = scope.get("state")
+    if state is None:
+        return None
+    slot: ModelSlot | None = state.get("slot")
+    serving = slot.current if slot is not None else None
+    if serving is None:
+        return None
+    state["runtime"] = serving.runtime
+    state["streams"] = serving.streams
+    return serving.runtime
 
 
 class _BodyGuard:

@@ -18,7 +18,7 @@ from app.explain import Baseline, Explainer, Explanation, Replacement
 from app.metrics import Metrics
 from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
 from app.schemas import ModelRef
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint
 
 T = TypeVar("T")
 
@@ -27,7 +27,8 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 @dataclass
 class Runtime:
-    """The loaded model and its queues. Built once per process by the lifespan."""
+    """One loaded model and its queues. `app.serving.ModelSlot` builds it at start-up and for
+    every reload; a request keeps the runtime it started with until it ends (`in_flight`)."""
 
     settings: Settings
     metrics: Metrics
@@ -41,14 +42,19 @@ class Runtime:
     # when the batcher runs on the event loop, so probes and /predict keep answering meanwhile.
     trace_executor: ThreadPoolExecutor | None = None
     model: ModelRef = field(init=False)
+    # Requests that took this runtime and have not finished (counted by the request middleware).
+    in_flight: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.model = ModelRef(name=self.predictor.name, version=self.predictor.version)
 
     @classmethod
-    def load(cls, settings: Settings, metrics: Metrics) -> Runtime:
-        """Load and verify the checkpoint (raises `CheckpointError`) and build the queues."""
-        checkpoint = load_checkpoint(settings.model_dir)
+    def load(
+        cls, settings: Settings, metrics: Metrics, checkpoint: Checkpoint | None = None
+    ) -> Runtime:
+        """Build the predictor and queues for `checkpoint`, by default the one at
+        `settings.model_dir`, loaded and verified here (raises `CheckpointError`)."""
+        checkpoint = checkpoint or load_checkpoint(settings.model_dir)
         predictor = Predictor(
             checkpoint,
             dtype=_DTYPES[settings.inference_dtype],
@@ -89,23 +95,35 @@ class Runtime:
             trace_executor=trace_executor,
         )
 
-    async def start(self) -> None:
-        """Start the batcher and warm every path up; then the runtime is ready."""
+    async def start(self, *, warm_up_off_loop: bool = False) -> None:
+        """Start the batcher and warm every path up; then the runtime is ready.
+
+        Warm-up runs on the inference thread when there is one; else on the event loop at
+        start-up (nothing else is waiting), or on a thread of its own when `warm_up_off_loop`
+        (a reload: the event loop keeps serving the model in place meanwhile).
+        """
         self.batcher.start()
-        if self.executor is None:
+        if self.executor is None and not warm_up_off_loop:
             self.predictor.warm_up()
             self.explainer.warm_up()
         else:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.executor, self.predictor.warm_up)
             await loop.run_in_executor(self.executor, self.explainer.warm_up)
-        self.metrics.model_info.labels(self.predictor.name, self.predictor.version).set(1)
         self.ready = True
-        self.metrics.ready.set(1)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no request holds this runtime (True), or `timeout_s` passed (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.in_flight > 0:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def stop(self) -> None:
+        """Refuse what is still queued (503) and release the threads."""
         self.ready = False
-        self.metrics.ready.set(0)
         await self.batcher.stop()
         for executor in {self.executor, self.trace_executor}:
             if executor is not None:

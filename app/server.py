@@ -10,7 +10,8 @@ The arbiter imports the app before forking (gunicorn's preload: torch and FastAP
 once and their pages shared); the app loads nothing at import. Every worker runs the same
 uvicorn settings (`UVICORN_OPTIONS`), loads its own copy of the model in the app's lifespan, and
 exits with `STARTUP_FAILURE` (3) when the app cannot start; the arbiter then stops with that
-status too.
+status too. SIGHUP to the arbiter is passed on to every worker, which reloads its model in place
+(`app.serving`); gunicorn's own restart-all-workers reload is not used.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import socket
+import sys
 from typing import Any, ClassVar
 
 import uvicorn
@@ -32,6 +35,7 @@ from uvicorn_worker import UvicornWorker
 
 from app.core.config import ServerSettings
 from app.metrics import MULTIPROC_ENV
+from app.serving import ARBITER_PID_ENV
 
 # The same for the single-process server and for every gunicorn worker.
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -51,6 +55,9 @@ GRACEFUL_TIMEOUT_S = 10
 def serve(target: str, server: ServerSettings) -> int:
     """Serve the ASGI app `target` ("module:attribute") until stopped; the exit status."""
     _lean_log_records()
+    # SIGHUP reloads the checkpoint (app.serving) once the app has started; until then it is
+    # ignored rather than fatal (its default), in this process and in gunicorn's workers.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (`python -m app` did it already, first thing)
     if server.workers == 1:
         single = uvicorn.Server(
             uvicorn.Config(target, host=server.host, port=server.port, **UVICORN_OPTIONS)
@@ -59,6 +66,7 @@ def serve(target: str, server: ServerSettings) -> int:
         return 0 if single.started else STARTUP_FAILURE
     arbiter_pid = os.getpid()
     port = server.port or _free_port(server.host)  # every worker must bind the same port
+    os.environ[ARBITER_PID_ENV] = str(arbiter_pid)  # lets a worker's /admin/reload reach all
     # Returns in the arbiter only: a forked worker leaves through SystemExit, which propagates.
     try:
         _Application(target, server.host, port, server.workers).run()
@@ -104,6 +112,25 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         access.handlers.clear()
         access.propagate = False
 
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app handles it (see serve)
+
+
+class _Arbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's arbiter, except that SIGHUP reloads the model inside every worker.
+
+    gunicorn's own SIGHUP starts new workers and stops the old ones, which drops a worker's
+    capacity while its replacement loads, and halts the whole server if the new checkpoint
+    is bad (a worker that fails to boot stops the arbiter). Each worker's reload (app.serving)
+    keeps serving throughout, and a bad checkpoint leaves the old model serving.
+    """
+
+    def handle_hup(self) -> None:
+        self.log.info("SIGHUP: every worker reloads its model")
+        for pid in list(self.WORKERS):
+            self.kill_worker(pid, signal.SIGHUP)
+
 
 class _RootLogger(GunicornLogger):  # type: ignore[misc]
     """gunicorn's logger, minus its own handlers: records go to the root (JSON or text)."""
@@ -145,6 +172,13 @@ class _Application(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,  # no gunicorn control socket file in the work dir
         }
         super().__init__()
+
+    def run(self) -> None:
+        try:
+            _Arbiter(self).run()
+        except RuntimeError as error:  # as gunicorn's own run(): a configuration error
+            print(f"\nError: {error}\n", file=sys.stderr)
+            sys.exit(1)
 
     def load_config(self) -> None:
         for key, value in self.options.items():

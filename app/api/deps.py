@@ -64,11 +64,16 @@ def require_json(request: Request) -> None:
     )
 
 
-def api_key_auth(keys: Sequence[SecretStr]) -> Callable[..., Awaitable[None]]:
-    """A dependency checking `Authorization: Bearer <key>` against `keys` in constant time."""
+def api_key_auth(
+    keys: Sequence[SecretStr], *, scheme: str = "ApiKey", setting: str = "APP_API_KEYS"
+) -> Callable[..., Awaitable[None]]:
+    """A dependency checking `Authorization: Bearer <key>` against `keys` in constant time.
+
+    `scheme` names the security scheme in the OpenAPI document; `setting` is where the keys
+    come from (its description)."""
     expected = [key.get_secret_value().encode("utf-8") for key in keys]
     bearer = HTTPBearer(
-        auto_error=False, scheme_name="ApiKey", description="One of the keys in APP_API_KEYS."
+        auto_error=False, scheme_name=scheme, description=f"One of the keys in {setting}."
     )
 
     async def check_api_key(

@@ -95,6 +95,18 @@ class Settings(BaseSettings):
         (), description="Comma-separated origins allowed by CORS; empty: no CORS headers."
     )
 
+    # Reloading the checkpoint at model_dir in place (see app/serving.py).
+    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Comma-separated keys for the admin routes (POST /admin/reload); "
+            "empty: no admin routes."
+        ),
+    )
+    reload_on_sighup: bool = Field(
+        True, description="SIGHUP reloads the checkpoint at APP_MODEL_DIR, like /admin/reload."
+    )
+
     # Micro-batching and load shedding (see app/batching.py).
     max_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
     max_wait_ms: float = Field(
@@ -188,18 +200,18 @@ class Settings(BaseSettings):
             raise ValueError("APP_STREAM_SECRET must have 16 or more characters")
         return secret
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _no_blank_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         for key in keys:
             secret = key.get_secret_value()
             if len(secret) < 8 or not (secret.isascii() and secret.isprintable()) or " " in secret:
-                raise ValueError("each API key must be 8 or more printable ASCII non-space chars")
+                raise ValueError("each key must be 8 or more printable ASCII non-space chars")
         return keys
 
 

@@ -34,17 +34,17 @@ from starlette import status
 from app.api.deps import InferenceRuntimeDep
 from app.batching import DeadlineExceededError, OverloadedError
 from app.core.logging import request_id_var
-from app.errors import ApiError, error_body, error_responses
+from app.errors import ApiError, error_body, error_doc, error_responses
 from app.runtime import Runtime
 from app.schemas import (
     STREAM_EXAMPLES,
-    ErrorResponse,
     Prediction,
     Step,
     StreamRequest,
     StreamResponse,
     TokenInfo,
 )
+from app.serving import ModelSlot
 from app.streaming import RateLimiter, StreamError, StreamService, StreamUpdate
 from training.tokenizer import Token
 
@@ -54,39 +54,17 @@ router = APIRouter(tags=["streaming"])
 # Not behind the API-key dependency: a WebSocket authenticates itself (see the module doc).
 ws_router = APIRouter()
 
-_CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {
-        "model": ErrorResponse,
-        "description": (
-            "The served model cannot continue this stream: the state is from another model "
-            "version, or the model is bidirectional"
-        ),
-        "content": {
-            "application/json": {
-                "example": {
-                    "error": {
-                        "code": "state_model_mismatch",
-                        "message": (
-                            "state: the state was made by another model version than the one "
-                            "this service runs; start a new stream"
-                        ),
-                        "details": [
-                            {
-                                "loc": ["body", "state"],
-                                "msg": (
-                                    "the state was made by another model version than the one "
-                                    "this service runs; start a new stream"
-                                ),
-                                "type": "state_model_mismatch",
-                            }
-                        ],
-                    },
-                    "request_id": "4c1d7f0e9a2b4f6c",
-                }
-            }
-        },
-    }
-}
+_STATE_MISMATCH = (
+    "the state was made by another model version than the one this service runs; start a new stream"
+)
+_CONFLICT = error_doc(
+    409,
+    "The served model cannot continue this stream: the state is from another model version, "
+    "or the model is bidirectional",
+    "state_model_mismatch",
+    f"state: {_STATE_MISMATCH}",
+    [{"loc": ["body", "state"], "msg": _STATE_MISMATCH, "type": "state_model_mismatch"}],
+)
 
 
 def _streams(request: Request) -> StreamService:
@@ -180,10 +158,26 @@ async def _serve_connection(websocket: WebSocket) -> None:
         except _RefusedError as refusal:
             await _close(websocket, refusal.code, refusal.error_code, refusal.message)
             return
-        answer = await _answer(websocket, payload, runtime, streams)
+        # Each message is answered by the model served when it arrives (after a reload, a
+        # state from the previous model is refused like any foreign state: 409 in the answer).
+        runtime, streams = _serving(websocket, runtime, streams)
+        runtime.in_flight += 1
+        try:
+            answer = await _answer(websocket, payload, runtime, streams)
+        finally:
+            runtime.in_flight -= 1
         if answer is None:
             return
         await websocket.send_text(answer)
+
+
+def _serving(
+    websocket: WebSocket, runtime: Runtime, streams: StreamService
+) -> tuple[Runtime, StreamService]:
+    """The runtime and streams served now (`app.serving`); those given when there is no slot."""
+    slot: ModelSlot | None = getattr(websocket.state, "slot", None)
+    serving = slot.current if slot is not None else None
+    return (runtime, streams) if serving is None else (serving.runtime, serving.streams)
 
 
 def _payload(message: Mapping[str, Any], max_bytes: int, limiter: RateLimiter) -> Any:

@@ -1,0 +1,218 @@
+"""The model being served, and swapping it for a new checkpoint without failing a request.
+
+`ModelSlot` holds the `Serving` (runtime and stream service) that new requests get. The request
+middleware hands each request the current one when it arrives (`scope["state"]`), and the
+request keeps it to the end: a request never mixes two models, and its answer names the model
+that computed it.
+
+`reload()` (POST /admin/reload, or SIGHUP) makes the served model the checkpoint now at
+`APP_MODEL_DIR`:
+
+1. load and verify it next to the one in place (sha256 manifest, config; on a thread, so the
+   event loop keeps serving). The same checkpoint as the one served: nothing changes;
+2. build its queues and warm it up, off the event loop too;
+3. swap: one assignment on the event loop, so every request from then on gets the new model;
+4. retire the old one: wait until the requests that hold it are done (up to the request
+   timeout), then stop its queues and threads.
+
+Any failure before the swap (a missing, truncated or tampered file, an incompatible config)
+raises `ReloadError` naming the problem, and the old model keeps serving as if nothing happened.
+One reload runs at a time; a second waits for the first and then finds nothing to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from app.core.config import Settings
+from app.metrics import Metrics
+from app.runtime import Runtime
+from app.schemas import ModelRef
+from app.streaming import StreamService
+from training.checkpoint import CheckpointError, load_checkpoint
+
+logger = logging.getLogger("app.serving")
+
+# Set by `app.server` in a gunicorn arbiter for its workers: the arbiter's pid.
+ARBITER_PID_ENV = "RNN_SENTIMENT_ARBITER_PID"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What one request works with: a runtime and the stream service on its predictor."""
+
+    runtime: Runtime
+    streams: StreamService
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    changed: bool
+    previous: ModelRef
+    current: ModelRef
+    seconds: float
+
+
+class ReloadError(Exception):
+    """The new checkpoint could not be served; the old one still is. The message says why."""
+
+
+class ModelSlot:
+    """The current `Serving`, built at start-up and replaced by `reload()`."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, secret: tuple[bytes, str]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._secret = secret
+        self._current: Serving | None = None
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def current(self) -> Serving | None:
+        """What a request arriving now gets; None before start-up finished."""
+        return self._current
+
+    async def start(self) -> Serving:
+        """Load the checkpoint at `APP_MODEL_DIR` and warm it up (raises what loading raised)."""
+        serving = await self._build(Runtime.load(self.settings, self.metrics), off_loop=False)
+        self._install(serving, previous=None)
+        return serving
+
+    async def reload(self) -> ReloadOutcome:
+        """Serve the checkpoint now at `APP_MODEL_DIR` (see the module doc); `ReloadError`."""
+        # Shielded: a client that hangs up does not leave a half-built model behind.
+        return await asyncio.shield(self._reload())
+
+    def reload_in_background(self) -> None:
+        """`reload()` without a caller to answer (SIGHUP): the outcome goes to the log."""
+        task = asyncio.get_running_loop().create_task(self._logged_reload(), name="reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        """Stop the current model and any being retired (at shutdown)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, *self._retiring, return_exceptions=True)
+        serving, self._current = self._current, None
+        if serving is not None:
+            await serving.runtime.stop()
+        self.metrics.ready.set(0)
+
+    async def _reload(self) -> ReloadOutcome:
+        async with self._lock:
+            current = self._current
+            if current is None:
+                raise ReloadError("The service has not started yet.")
+            started = time.perf_counter()
+            model_dir = self.settings.model_dir
+            loop = asyncio.get_running_loop()
+            try:
+                checkpoint = await loop.run_in_executor(None, load_checkpoint, model_dir)
+                if checkpoint.sha256 == current.runtime.predictor.checkpoint.sha256:
+                    logger.info("reload: the checkpoint is the one served, nothing to do")
+                    self.metrics.count_reload("unchanged")
+                    return ReloadOutcome(
+                        False, current.runtime.model, current.runtime.model, _since(started)
+                    )
+                runtime = await loop.run_in_executor(
+                    None, Runtime.load, self.settings, self.metrics, checkpoint
+                )
+                serving = await self._build(runtime, off_loop=True)
+            except CheckpointError as error:
+                self.metrics.count_reload("failed")
+                logger.error("reload refused, the served model stays: %s", error)
+                raise ReloadError(str(error)) from None
+            except Exception as error:
+                self.metrics.count_reload("failed")
+                logger.exception("reload failed, the served model stays")
+                raise ReloadError(
+                    f"The checkpoint in {model_dir} could not be loaded: "
+                    f"{type(error).__name__}: {error}"
+                ) from None
+            self._install(serving, previous=current)
+            self.metrics.count_reload("reloaded")
+            outcome = ReloadOutcome(True, current.runtime.model, runtime.model, _since(started))
+            logger.info(
+                "reloaded",
+                extra={
+                    "previous": outcome.previous.version,
+                    "version": outcome.current.version,
+                    "seconds": round(outcome.seconds, 3),
+                },
+            )
+            return outcome
+
+    async def _logged_reload(self) -> None:
+        with contextlib.suppress(ReloadError):  # logged with its reason by _reload
+            await self.reload()
+
+    async def _build(self, runtime: Runtime, *, off_loop: bool) -> Serving:
+        streams = StreamService.build(
+            self.settings,
+            runtime.predictor,
+            executor=runtime.executor,
+            observer=self.metrics,
+            secret=self._secret,
+        )
+        try:
+            await runtime.start(warm_up_off_loop=off_loop)
+        except BaseException:
+            await runtime.stop()
+            raise
+        return Serving(runtime, streams)
+
+    def _install(self, serving: Serving, *, previous: Serving | None) -> None:
+        self._current = serving
+        model = serving.runtime.model
+        self.metrics.model_info.labels(model.name, model.version).set(1)
+        self.metrics.ready.set(1)
+        if previous is not None:
+            old = previous.runtime.model
+            if old != model:
+                self.metrics.model_info.labels(old.name, old.version).set(0)
+            task = asyncio.get_running_loop().create_task(
+                self._retire(previous.runtime), name="retire"
+            )
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, runtime: Runtime) -> None:
+        # Requests that started before the swap finish on the model they started with; past
+        # their deadline the batcher would refuse them anyway.
+        grace_s = self.settings.request_timeout_s + 1
+        if not await runtime.drain(grace_s):
+            logger.warning(
+                "retiring the previous model with requests still holding it",
+                extra={"requests": runtime.in_flight, "seconds": grace_s},
+            )
+        await runtime.stop()
+        del runtime
+        if self.settings.gc_freeze:
+            # The old model was frozen with the start-up heap: let the collector reach it.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+
+
+def signal_other_workers() -> bool:
+    """Under a gunicorn arbiter (WORKERS > 1), ask it to have every worker reload (SIGHUP,
+    which the arbiter passes on to each worker); False when this process has no arbiter."""
+    arbiter = os.environ.get(ARBITER_PID_ENV)
+    if arbiter is None or not arbiter.isdigit() or int(arbiter) != os.getppid():
+        return False
+    os.kill(int(arbiter), signal.SIGHUP)
+    return True
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
