@@ -100,7 +100,7 @@ say "local service (make serve) on port $SERVE_PORT"
 HOST=127.0.0.1 PORT=$SERVE_PORT WORKERS=1 setsid make --no-print-directory serve \
     >"$W/serve.log" 2>&1 </dev/null &
 SERVE_PID=$!
-python3 - "$SERVE_PORT" "$SERVE_PID" <<'EOF'
+python3 - "$SERVE_PORT" "$SERVE_PID" <<'EOF' 2>&1 | tee -a "$W/check.log"
 import os
 import sys
 import time
@@ -122,7 +122,7 @@ sys.exit("make serve was not ready within 300 s")
 EOF
 
 say "comparing /predict: container vs local service on ${#COMPARE_TEXTS[@]} texts"
-python3 - "$CONTAINER_PORT" "$SERVE_PORT" "${COMPARE_TEXTS[@]}" <<'EOF'
+python3 - "$CONTAINER_PORT" "$SERVE_PORT" "${COMPARE_TEXTS[@]}" <<'EOF' 2>&1 | tee -a "$W/check.log"
 import json
 import math
 import sys
@@ -188,7 +188,7 @@ IMAGE=$IMAGE HOST_PORT=$COMPOSE_PORT docker compose "${COMPOSE[@]}" up -d --no-b
     --wait-timeout "$HEALTHY_WITHIN" \
     || { docker compose "${COMPOSE[@]}" logs --tail 40 >&2; fail "compose service not healthy"; }
 COMPOSE_SECONDS=$((SECONDS - COMPOSE_START))
-python3 - "$COMPOSE_PORT" <<'EOF'
+python3 - "$COMPOSE_PORT" <<'EOF' 2>&1 | tee -a "$W/check.log"
 import json
 import sys
 import urllib.request

@@ -13,8 +13,16 @@ ENGINE_MB=6000
 DISK_MB=1000 # tools venv, stand-in rootfs and its cached tarball, the torch wheel copy
 TORCH_WHEEL_GLOB="torch-2.13.0+cpu-cp311-*.whl"
 
-say() { printf '== %s: %s [%ds]\n' "$CI_NAME" "$*" "$((SECONDS - T0))"; }
+# The last step announced, and the failure's reason: repeated at the very end of the output
+# (after the engine's log) so that whoever reads only the tail of a failed run sees them.
+CI_STEP="start"
+CI_FAILURE=""
+say() {
+    CI_STEP=$*
+    printf '== %s: %s [%ds]\n' "$CI_NAME" "$*" "$((SECONDS - T0))"
+}
 fail() {
+    CI_FAILURE=$*
     printf '%s check FAILED: %s\n' "$CI_NAME" "$*" >&2
     exit 1
 }
@@ -180,8 +188,12 @@ ci_cleanup() {
     if ((status != 0)); then
         local log
         for log in "$W/dockerd.log" "$@"; do
-            [[ -s $log ]] && { echo "--- last lines of $log" >&2; tail -n 30 "$log" >&2; }
+            [[ -s $log ]] && { echo "--- last lines of $log" >&2; tail -n 20 "$log" >&2; }
         done
+        # The check scripts' own output (tee'd to $W/check.log) says what failed.
+        [[ -s $W/check.log ]] && { echo "--- last lines of the check" >&2; tail -n 25 "$W/check.log" >&2; }
+        printf '%s check FAILED (exit %d) during "%s"%s\n' "$CI_NAME" "$status" "$CI_STEP" \
+            "${CI_FAILURE:+: $CI_FAILURE}" >&2
     fi
     rm -rf "$W"
 }

@@ -85,11 +85,14 @@ for id in $(docker compose "${COMPOSE[@]}" ps -q api); do
 done
 ((${#REPLICA_ADDRESSES[@]} == REPLICAS)) || fail "expected $REPLICAS replicas: ${REPLICA_ADDRESSES[*]}"
 
+say "checks through nginx (.ci/scale_check.py)"
 CHECK_START=$SECONDS
-python3 .ci/scale_check.py "http://127.0.0.1:$HOST_PORT" "${REPLICA_ADDRESSES[@]}"
+python3 .ci/scale_check.py "http://127.0.0.1:$HOST_PORT" "${REPLICA_ADDRESSES[@]}" 2>&1 \
+    | tee "$W/check.log"
 CHECK_SECONDS=$((SECONDS - CHECK_START))
 
 # --- 5. down -----------------------------------------------------------------------------------
+say "docker compose down"
 docker compose "${COMPOSE[@]}" down --timeout 10
 echo "scale check passed: $REPLICAS replicas behind nginx healthy in ${UP_SECONDS}s," \
     "checks ${CHECK_SECONDS}s, image build ${BUILD_SECONDS}s, total $((SECONDS - T0))s"
