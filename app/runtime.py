@@ -99,8 +99,8 @@ class Runtime:
         """Start the batcher and warm every path up; then the runtime is ready.
 
         Warm-up runs on the inference thread when there is one; else on the event loop at
-        start-up (nothing else is waiting), or on a thread of its own when `warm_up_off_loop`
-        (a reload: the event loop keeps serving the model in place meanwhile).
+        start-up (nothing else is waiting), or on this runtime's trace thread when
+        `warm_up_off_loop` (a reload: the event loop keeps serving the model in place).
         """
         self.batcher.start()
         if self.executor is None and not warm_up_off_loop:
@@ -108,8 +108,9 @@ class Runtime:
             self.explainer.warm_up()
         else:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.executor, self.predictor.warm_up)
-            await loop.run_in_executor(self.executor, self.explainer.warm_up)
+            thread = self.executor or self.trace_executor
+            await loop.run_in_executor(thread, self.predictor.warm_up)
+            await loop.run_in_executor(thread, self.explainer.warm_up)
         self.ready = True
 
     async def drain(self, timeout_s: float) -> bool:
