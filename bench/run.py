@@ -83,9 +83,10 @@ def ensure_wrk() -> str:
 
 
 def run_wrk(
-    wrk: str, url: str, bodies: Path, *, connections: int, seconds: float, out: Path
-) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_OUT": str(out)}
+    wrk: str, url: str, bodies: Path, *, connections: int, seconds: float, out: Path,
+    script: Path = LUA, extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_OUT": str(out), **(extra_env or {})}
     command = [
         wrk,
         "-t1",  # one load-generator thread: the other core stays with the server
@@ -94,7 +95,7 @@ def run_wrk(
         "--timeout",
         "15s",  # longer than the service's own deadline (10 s): its answer is what we see
         "-s",
-        str(LUA),
+        str(script),
         url,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -482,13 +483,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-overload", action="store_true", help=f"skip the c={OVERLOAD_CONCURRENCY} run"
     )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path(os.environ.get("APP_MODEL_DIR", "model_store/default")),
-        help="checkpoint directory (default: $APP_MODEL_DIR or model_store/default)",
-    )
+    service_arguments(parser)
     parser.add_argument("--no-cpu-paths", action="store_true", help="skip bench/cpu_paths.py")
     parser.add_argument(
         "--variant",
@@ -500,13 +495,24 @@ def parse_args() -> argparse.Namespace:
         f"default: {' '.join(DEFAULT_VARIANTS)})",
     )
     parser.add_argument("--no-variants", action="store_true", help="skip the variants")
-    parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args()
     if args.no_variants:
         args.variant = []
     elif args.variant is None:
         args.variant = [parse_variant(text) for text in DEFAULT_VARIANTS]
     return args
+
+
+def service_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workers, --model and --out: shared with soak.py and faults.py."""
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path(os.environ.get("APP_MODEL_DIR", "model_store/default")),
+        help="checkpoint directory (default: $APP_MODEL_DIR or model_store/default)",
+    )
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
 
 
 def make_serve() -> list[str]:
