@@ -95,6 +95,11 @@ uid=$(docker exec "$CONTAINER" id -u)
 [[ $uid != 0 ]] || fail "the container runs as root"
 say "runs as uid $uid on a read-only root filesystem"
 
+say "no secrets in the image (.ci/image_secrets.py: its environment and files)"
+mapfile -t IMAGE_ENV < <(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
+docker run --rm -i --user 0 --network none --entrypoint python "$IMAGE" - "${IMAGE_ENV[@]}" \
+    <.ci/image_secrets.py 2>&1 | tee -a "$W/check.log"
+
 SERVE_PORT=$(free_port)
 say "local service (make serve) on port $SERVE_PORT"
 HOST=127.0.0.1 PORT=$SERVE_PORT WORKERS=1 setsid make --no-print-directory serve \
