@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.responses import prediction_of, token_infos
 from app.errors import InvalidInputError, error_responses
 from app.explain import QUADRATURE
 from app.schemas import (
@@ -15,8 +16,6 @@ from app.schemas import (
     ExplainResponse,
     IntegratedGradientsResult,
     OcclusionResult,
-    Prediction,
-    TokenInfo,
 )
 
 router = APIRouter(tags=["explorer"])
@@ -70,16 +69,9 @@ async def explain(
     occluded = result.occlusion
     prediction = result.prediction
     return ExplainResponse.model_construct(
-        tokens=[
-            TokenInfo.model_construct(
-                text=token.text, start=token.start, end=token.end, id=id_, oov=id_ == unk
-            )
-            for token, id_ in zip(encoded.tokens, encoded.ids, strict=True)
-        ],
+        tokens=token_infos(encoded.tokens, encoded.ids, unk),
         label=result.label,
-        prediction=Prediction.model_construct(
-            label=prediction.label, score=prediction.score, probabilities=prediction.probabilities
-        ),
+        prediction=prediction_of(prediction),
         integrated_gradients=(
             None
             if gradients is None

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.responses import prediction_of, token_infos
 from app.errors import InvalidInputError, error_responses
 from app.predictor import SATURATION_THRESHOLD
 from app.schemas import (
@@ -15,9 +16,7 @@ from app.schemas import (
     HiddenStatesRequest,
     HiddenStatesResponse,
     LayerStates,
-    Prediction,
     Step,
-    TokenInfo,
 )
 
 router = APIRouter(tags=["inference"])
@@ -59,12 +58,7 @@ async def hidden_states(
     unk = runtime.predictor.vocab.unk_id
     prediction = states.prediction
     response = HiddenStatesResponse.model_construct(
-        tokens=[
-            TokenInfo.model_construct(
-                text=token.text, start=token.start, end=token.end, id=id_, oov=id_ == unk
-            )
-            for token, id_ in zip(encoded.tokens, encoded.ids, strict=True)
-        ],
+        tokens=token_infos(encoded.tokens, encoded.ids, unk),
         layers=[
             LayerStates.model_construct(
                 layer=layer.layer,
@@ -85,9 +79,7 @@ async def hidden_states(
         steps_note=states.steps_note,
         flips=states.flips,
         saturation_threshold=SATURATION_THRESHOLD,
-        prediction=Prediction.model_construct(
-            label=prediction.label, score=prediction.score, probabilities=prediction.probabilities
-        ),
+        prediction=prediction_of(prediction),
         model=runtime.model,
     )
     content = response.model_dump_json(exclude_none=True).encode()

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.responses import prediction_of
 from app.errors import error_responses
 from app.schemas import (
     PREDICT_EXAMPLES,
     BatchPredictResponse,
-    Prediction,
     PredictRequest,
     PredictResponse,
 )
@@ -36,9 +36,6 @@ async def predict(
         )
     predictions = await runtime.predict(body.texts or [], field="texts")
     return BatchPredictResponse.model_construct(
-        predictions=[
-            Prediction.model_construct(label=p.label, score=p.score, probabilities=p.probabilities)
-            for p in predictions
-        ],
+        predictions=[prediction_of(p) for p in predictions],
         model=runtime.model,
     )

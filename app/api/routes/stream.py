@@ -32,21 +32,19 @@ from pydantic import ValidationError
 from starlette import status
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.responses import prediction_of, token_infos
 from app.batching import DeadlineExceededError, OverloadedError
 from app.core.logging import request_id_var
 from app.errors import ApiError, error_body, error_doc, error_responses
 from app.runtime import Runtime
 from app.schemas import (
     STREAM_EXAMPLES,
-    Prediction,
     Step,
     StreamRequest,
     StreamResponse,
-    TokenInfo,
 )
 from app.serving import ModelSlot
 from app.streaming import RateLimiter, StreamError, StreamService, StreamUpdate
-from training.tokenizer import Token
 
 logger = logging.getLogger("app.stream")
 
@@ -303,14 +301,6 @@ def _api_error(error: StreamError, where: str) -> ApiError:
 def _response(update: StreamUpdate, runtime: Runtime) -> StreamResponse:
     unk = runtime.predictor.vocab.unk_id
 
-    def infos(tokens: list[Token], ids: list[int]) -> list[TokenInfo]:
-        return [
-            TokenInfo.model_construct(
-                text=token.text, start=token.start, end=token.end, id=id_, oov=id_ == unk
-            )
-            for token, id_ in zip(tokens, ids, strict=True)
-        ]
-
     def steps(items: list[tuple[str, dict[str, float]]]) -> list[Step]:
         return [Step.model_construct(label=label, probabilities=p) for label, p in items]
 
@@ -319,19 +309,11 @@ def _response(update: StreamUpdate, runtime: Runtime) -> StreamResponse:
         state=update.state,
         position=update.position,
         token_count=update.token_count,
-        tokens=infos(update.tokens, update.ids),
+        tokens=token_infos(update.tokens, update.ids, unk),
         steps=steps(update.steps),
-        pending=infos(update.pending, update.pending_ids),
+        pending=token_infos(update.pending, update.pending_ids, unk),
         pending_steps=steps(update.pending_steps),
-        prediction=(
-            None
-            if prediction is None
-            else Prediction.model_construct(
-                label=prediction.label,
-                score=prediction.score,
-                probabilities=prediction.probabilities,
-            )
-        ),
+        prediction=(None if prediction is None else prediction_of(prediction)),
         final=update.final,
         model=runtime.model,
     )
