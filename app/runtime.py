@@ -122,13 +122,15 @@ class Runtime:
             await asyncio.sleep(0.01)
         return True
 
-    async def stop(self) -> None:
-        """Refuse what is still queued (503) and release the threads."""
+    async def stop(self, *, wait: bool = True) -> None:
+        """Refuse what is still queued (503) and release the threads; `wait`: until a call
+        running on them returns (at shutdown), else let it finish on its own (a retired model:
+        the event loop must not block on it while it serves the new one)."""
         self.ready = False
         await self.batcher.stop()
         for executor in {self.executor, self.trace_executor}:
             if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+                executor.shutdown(wait=wait, cancel_futures=True)
 
     async def predict(self, texts: Sequence[str], *, field: str) -> list[Prediction]:
         """Check limits, encode, and predict through the micro-batcher (422/503 as ApiError)."""

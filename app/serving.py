@@ -202,7 +202,7 @@ class ModelSlot:
                 "retiring the previous model with requests still holding it",
                 extra={"requests": runtime.in_flight, "seconds": grace_s},
             )
-        await runtime.stop()
+        await runtime.stop(wait=False)
         del runtime
         if self.settings.gc_freeze:
             # The old model was frozen with the start-up heap: let the collector reach it.
