@@ -31,8 +31,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from app.core.config import Settings
 from app.metrics import Metrics
@@ -42,6 +44,7 @@ from app.streaming import StreamService
 from training.checkpoint import CheckpointError, load_checkpoint
 
 logger = logging.getLogger("app.serving")
+T = TypeVar("T")
 
 # Set by `app.server` in a gunicorn arbiter for its workers: the arbiter's pid.
 ARBITER_PID_ENV = "RNN_SENTIMENT_ARBITER_PID"
@@ -77,7 +80,7 @@ class ModelSlot:
         self._current: Serving | None = None
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # Reloads read and build checkpoints on this one thread (not the loop's default pool,
         # whose several threads would each keep a malloc arena of freed model memory).
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
@@ -95,14 +98,19 @@ class ModelSlot:
 
     async def reload(self) -> ReloadOutcome:
         """Serve the checkpoint now at `APP_MODEL_DIR` (see the module doc); `ReloadError`."""
-        # Shielded: a client that hangs up does not leave a half-built model behind.
-        return await asyncio.shield(self._reload())
+        # Shielded: a client that hangs up does not leave a half-built model behind. Tracked,
+        # so that shutting down cancels it instead of leaving it running.
+        return await asyncio.shield(self._track(self._reload()))
 
     def reload_in_background(self) -> None:
         """`reload()` without a caller to answer (SIGHUP): the outcome goes to the log."""
-        task = asyncio.get_running_loop().create_task(self._logged_reload(), name="reload")
+        self._track(self._logged_reload())
+
+    def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(work, name="reload")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def stop(self) -> None:
         """Stop the current model and any being retired (at shutdown)."""
