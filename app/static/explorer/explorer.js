@@ -261,6 +261,8 @@
     } catch (error) {
       live.text = "";
       live.state = null;
+      // The model was reloaded since the stream began: the next keystroke starts a new one.
+      if (error.code === "state_model_mismatch") return;
       if (error.status === 404 || error.status === 409) live.off = true; // no streaming here
     }
   }
