@@ -25,6 +25,7 @@ from app.serving import ModelSlot, ReloadError
 from app.streaming import stream_secret
 from tests.app.conftest import ServeFactory
 from tests.app.test_server import corrupt_copy, free_port, running, server_env, wait_ready
+from tests.app.test_stream import started, websocket
 from training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.anyio
@@ -248,6 +249,28 @@ async def test_a_stream_from_the_previous_model_is_refused_after_a_reload(
         assert response.json()["error"]["code"] == "state_model_mismatch"
         fresh = await client.post("/stream", json={"text": "The room was great"})
         assert fresh.status_code == 200
+
+
+async def test_a_websocket_moves_to_the_new_model_between_messages(
+    make_settings: Any, model_link: Path, checkpoints: dict[str, Path]
+) -> None:
+    gru = version_of(checkpoints["gru"])
+    async with started(make_settings, model_dir=model_link, admin_keys=ADMIN_KEY) as (client, app):
+        async with websocket(app) as ws:
+            await ws.send({"text": "The room was ", "state": None})
+            first = await ws.receive_json()
+            point(model_link, checkpoints["gru"])
+            reloaded = await client.post("/admin/reload", headers=ADMIN)
+            assert reloaded.json()["status"] == "reloaded"
+            # The next message is answered by the new model: the old model's state is refused.
+            await ws.send({"text": "great", "state": first["state"]})
+            code, reason, error = await ws.expect_close()
+        assert (code, reason) == (1008, "state_model_mismatch")
+        assert error is not None
+        assert error["error"]["code"] == "state_model_mismatch"
+        async with websocket(app) as fresh:
+            await fresh.send({"text": "The room was great", "state": None, "final": True})
+            assert (await fresh.receive_json())["model"]["version"] == gru
 
 
 # -- real server processes -----------------------------------------------------------------------
