@@ -178,6 +178,7 @@ class ModelSlot:
             executor=runtime.executor,
             observer=self.metrics,
             secret=self._secret,
+            announce=self._current is None,  # at start-up, not again at every reload
         )
         try:
             await runtime.start(warm_up_off_loop=off_loop)

@@ -465,21 +465,13 @@ class StreamService:
         executor: Executor | None,
         observer: BatchObserver | None = None,
         secret: tuple[bytes, str] | None = None,
+        announce: bool = True,
     ) -> StreamService:
-        """`secret`: `stream_secret(settings)`, made once per app (default: made here)."""
+        """`secret`: `stream_secret(settings)`, made once per app (default: made here).
+        `announce`: log a warning when the secret is not configured (once per process)."""
         key, source = secret or stream_secret(settings)
-        if source == "APP_API_KEYS":
-            logger.warning(
-                "APP_STREAM_SECRET is not set: stream states are signed with a key derived "
-                "from APP_API_KEYS; set APP_STREAM_SECRET so rotating API keys does not end "
-                "the streams in flight"
-            )
-        elif source == "random":
-            logger.warning(
-                "APP_STREAM_SECRET is not set: stream states are signed with a random key made "
-                "at start-up, shared by this server's workers but by no other replica; set the "
-                "same APP_STREAM_SECRET on every replica"
-            )
+        if announce:
+            _warn_unset_secret(source)
         config = predictor.model.config
         codec = StateCodec(
             secret=key,
@@ -511,6 +503,22 @@ class StreamService:
         `DeadlineExceededError` (from `app.batching`) when the model is too busy."""
         job = self.engine.prepare(text, state, final=final)
         return await self._runner.run(partial(self.engine.compute, job))
+
+
+def _warn_unset_secret(source: str) -> None:
+    """Say so when states are signed with a key APP_STREAM_SECRET did not give."""
+    if source == "APP_API_KEYS":
+        logger.warning(
+            "APP_STREAM_SECRET is not set: stream states are signed with a key derived "
+            "from APP_API_KEYS; set APP_STREAM_SECRET so rotating API keys does not end "
+            "the streams in flight"
+        )
+    elif source == "random":
+        logger.warning(
+            "APP_STREAM_SECRET is not set: stream states are signed with a random key made "
+            "at start-up, shared by this server's workers but by no other replica; set the "
+            "same APP_STREAM_SECRET on every replica"
+        )
 
 
 class RateLimiter:
