@@ -33,7 +33,10 @@ from typing import Any
 
 CLIENTS = 4  # concurrent clients during the stop checks
 PHASE_SECONDS = 6.0  # load before and after each stop
-MAX_REQUESTS_PER_CLIENT = 1500
+# A safety bound only: a client stops when its phase ends (`stop` event). It must never run out
+# before that, or the requests after a stop would be too few to check (1,500 per client ran out
+# within the phases on a quiet machine: 6,000 requests, only 720 of them after the stop).
+MAX_REQUESTS_PER_CLIENT = 50_000
 TEXTS = [
     "I absolutely loved this movie, the acting was wonderful.",
     "The food was cold and the waiter was rude. Never again.",
@@ -182,6 +185,8 @@ def check_stop(base: str, replicas: dict[str, str], victim: str, how: str) -> No
     )
     for outcome in failed[:10]:
         print(f"    failed: {outcome}")
+    if len(outcomes) >= CLIENTS * MAX_REQUESTS_PER_CLIENT:
+        sys.exit(f"{how}: the clients ran out of requests before the phase ended")
     if len(failed) > CLIENTS:
         sys.exit(f"{how}: {len(failed)} requests failed; at most {CLIENTS} were in flight")
     if victim_address in served_after:
