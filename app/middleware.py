@@ -8,8 +8,8 @@ its timeout (408, connection closed), times the request, counts it by route
 template and status, writes one access-log line, and turns any exception that escaped the
 app into the common 500 error shape. It also hands each request (and WebSocket) the model
 served when it arrived (`app.serving`), counted in flight on it until the response is done.
-POST /predict is first offered to the fast path
-(`app.fast_path`), which answers the common case without FastAPI's per-request work.
+POST /predict is first offered to the fast path (`app.fast_path`), which answers the common
+case without FastAPI's per-request work.
 """
 
 from __future__ import annotations
