@@ -221,6 +221,25 @@ for path in ("/healthz", "/model", "/docs", "/static/swagger-ui/swagger-ui-bundl
     status, raw = call(path)
     print(f"  GET {path}: {status}, {len(raw)} bytes")
 EOF
+# README, "Deploying a new model without a restart": SIGHUP to the container reaches the server
+# (PID 1), the arbiter passes it to both workers, each reloads (the checkpoint is the one
+# served: "nothing to do") and the service stays up.
+say "docker compose kill -s HUP api: both workers reload, the service keeps answering"
+IMAGE=$IMAGE docker compose "${COMPOSE[@]}" kill -s HUP api >/dev/null
+for _ in $(seq 1 60); do
+    reloads=$(IMAGE=$IMAGE docker compose "${COMPOSE[@]}" logs api 2>&1 | grep -c 'the checkpoint is the one served' || true)
+    ((reloads >= 2)) && break
+    sleep 0.5
+done
+((reloads >= 2)) || {
+    IMAGE=$IMAGE docker compose "${COMPOSE[@]}" logs --tail 40 api >&2
+    fail "SIGHUP: $reloads of 2 workers logged a reload"
+}
+python3 -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], data=b"{\"text\": \"Still serving?\"}", headers={"content-type": "application/json"}), timeout=30)' \
+    "http://127.0.0.1:$COMPOSE_PORT/predict" || fail "no answer after SIGHUP"
+[[ $(docker inspect -f '{{.State.Running}}' "$(IMAGE=$IMAGE docker compose "${COMPOSE[@]}" ps -q api)") == true ]] \
+    || fail "the container stopped after SIGHUP"
+say "SIGHUP: $reloads workers reloaded, still serving"
 IMAGE=$IMAGE docker compose "${COMPOSE[@]}" down --timeout 10
 say "compose service healthy in ${COMPOSE_SECONDS}s, stopped"
 
