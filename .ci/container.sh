@@ -7,9 +7,11 @@
 #     cached as a rootfs tarball in $CACHE_DIR, so later runs skip this step);
 #  4. the image built through compose + deploy/compose.ci.yaml (host network, torch from the
 #     local CPU wheel copied into wheels/), run with a read-only root filesystem until its
-#     HEALTHCHECK says healthy; it must run as non-root and answer /predict exactly as the
-#     local service (`make serve`) does on a fixed set of texts;
-#  5. `docker compose up -d --wait` (model mounted read-only), a smoke call, `docker compose down`.
+#     HEALTHCHECK says healthy; it must run as non-root, carry no secrets
+#     (.ci/image_secrets.py) and answer /predict exactly as the local service (`make serve`)
+#     does on a fixed set of texts;
+#  5. `docker compose up -d --wait` (model mounted read-only), a smoke call, SIGHUP (both
+#     workers reload, the service keeps answering), `docker compose down`.
 #
 # An image built on the stand-in proves the Dockerfile, not the official base: never publish it.
 set -euo pipefail
