@@ -5,6 +5,14 @@ its request line and headers slowly, or never: each such connection would be hel
 Here every request's head must arrive within `APP_HEADER_TIMEOUT_S` of the connection being
 made (or of its first byte, on a kept-alive connection); past that the connection is closed.
 The body has its own timeout, in the app (`APP_BODY_TIMEOUT_S`, see `app.middleware`).
+
+It also sends a response's head and the start of its body in one write. uvicorn writes the
+status line and headers as soon as the app sends `http.response.start`, and the body with a
+second write: two system calls and often two TCP segments per response, where almost every
+answer of this API fits in one. Here the head waits for the first body write of the same
+event-loop turn and goes out with it (or on its own at the end of the turn, when no body
+follows). Measured with `bench/run.py` at 64 connections: about 20% more requests per second,
+for the service and the ceiling app alike (README, Performance).
 """
 
 from __future__ import annotations
@@ -39,7 +47,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not previous:  # a new request (not an upgrade)
+            # The cycle's task is created but has not run yet: it writes through this.
+            cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
@@ -54,3 +67,42 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _HeadWithBody:
+    """The transport as one response sees it: its head is held back until the first body
+    write of the same event-loop turn, and both go out in one `write`."""
+
+    __slots__ = ("_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 1"):
+            # A final response's head (a 100 Continue goes out at once: the client waits for
+            # it before sending the body).
+            self._head = data
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
