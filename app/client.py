@@ -272,6 +272,52 @@ class _Base:
     def _body(text: str, options: dict[str, Any]) -> dict[str, Any]:
         return {"text": text, **{key: value for key, value in options.items() if value is not None}}
 
+    @classmethod
+    def _hidden_states_body(
+        cls,
+        text: str,
+        layers: str,
+        include_cell_state: bool,
+        include_gates: bool,
+        units: Sequence[int] | None,
+        top_k: int | None,
+        decimals: int | None,
+    ) -> dict[str, Any]:
+        return cls._body(
+            text,
+            {
+                "layers": layers,
+                "include_cell_state": include_cell_state,
+                "include_gates": include_gates,
+                "units": None if units is None else list(units),
+                "top_k": top_k,
+                "decimals": decimals,
+            },
+        )
+
+    @classmethod
+    def _explain_body(
+        cls,
+        text: str,
+        label: str | None,
+        methods: Sequence[str] | None,
+        steps: int | None,
+        baseline: str | None,
+        occlusion: str | None,
+        decimals: int | None,
+    ) -> dict[str, Any]:
+        return cls._body(
+            text,
+            {
+                "label": label,
+                "methods": None if methods is None else list(methods),
+                "steps": steps,
+                "baseline": baseline,
+                "occlusion": occlusion,
+                "decimals": decimals,
+            },
+        )
+
     @staticmethod
     def _parse(response: httpx.Response, model: type[Model]) -> Model:
         return model.model_validate_json(response.content)
@@ -345,16 +391,8 @@ class SentimentClient(_Base):
         decimals: int | None = None,
     ) -> HiddenStatesResponse:
         """Tokens, per-token states and predictions (see POST /hidden-states)."""
-        body = self._body(
-            text,
-            {
-                "layers": layers,
-                "include_cell_state": include_cell_state,
-                "include_gates": include_gates,
-                "units": None if units is None else list(units),
-                "top_k": top_k,
-                "decimals": decimals,
-            },
+        body = self._hidden_states_body(
+            text, layers, include_cell_state, include_gates, units, top_k, decimals
         )
         return self._parse(self._send("POST", "/hidden-states", body), HiddenStatesResponse)
 
@@ -374,17 +412,7 @@ class SentimentClient(_Base):
         decimals: int | None = None,
     ) -> ExplainResponse:
         """Per-token attributions toward `label` (default: the predicted one)."""
-        body = self._body(
-            text,
-            {
-                "label": label,
-                "methods": None if methods is None else list(methods),
-                "steps": steps,
-                "baseline": baseline,
-                "occlusion": occlusion,
-                "decimals": decimals,
-            },
-        )
+        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals)
         return self._parse(self._send("POST", "/explain", body), ExplainResponse)
 
     def stream_update(
@@ -504,16 +532,8 @@ class AsyncSentimentClient(_Base):
         decimals: int | None = None,
     ) -> HiddenStatesResponse:
         """Tokens, per-token states and predictions (see POST /hidden-states)."""
-        body = self._body(
-            text,
-            {
-                "layers": layers,
-                "include_cell_state": include_cell_state,
-                "include_gates": include_gates,
-                "units": None if units is None else list(units),
-                "top_k": top_k,
-                "decimals": decimals,
-            },
+        body = self._hidden_states_body(
+            text, layers, include_cell_state, include_gates, units, top_k, decimals
         )
         return self._parse(await self._send("POST", "/hidden-states", body), HiddenStatesResponse)
 
@@ -534,17 +554,7 @@ class AsyncSentimentClient(_Base):
         decimals: int | None = None,
     ) -> ExplainResponse:
         """Per-token attributions toward `label` (default: the predicted one)."""
-        body = self._body(
-            text,
-            {
-                "label": label,
-                "methods": None if methods is None else list(methods),
-                "steps": steps,
-                "baseline": baseline,
-                "occlusion": occlusion,
-                "decimals": decimals,
-            },
-        )
+        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals)
         return self._parse(await self._send("POST", "/explain", body), ExplainResponse)
 
     async def stream_update(
