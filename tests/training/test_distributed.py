@@ -3,26 +3,19 @@ corpus (gloo on CPU) against a single-process run of the same recipe."""
 
 from __future__ import annotations
 
-import json
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.training.test_train import write_corpus
 from training.checkpoint import load_checkpoint, verify_manifest
 from training.config import TrainConfig
 from training.data import load_file, stratified_split
 from training.distributed import SINGLE_PROCESS, DistributedContext
 from training.train import encode, evaluate_encoded, train_model
 
-WORDS = {
-    "positive": ["great", "lovely", "excellent", "happy", "superb"],
-    "negative": ["awful", "terrible", "broken", "sad", "horrible"],
-    "neutral": ["tuesday", "table", "blue", "station", "box"],
-}
-FILLER = ["the", "it", "was", "a", "this", "really", "and"]
 BATCH = 16  # one process; two processes take BATCH // 2 each: the same effective batch
 RECIPE = {
     "text_field": "review",
@@ -43,16 +36,6 @@ RECIPE = {
     "threads": 1,
     "baseline": False,
 }
-
-
-def write_corpus(path: Path, per_label: int = 40) -> Path:
-    rng = random.Random(0)
-    with path.open("w") as handle:
-        for label, words in WORDS.items():
-            for _ in range(per_label):
-                text = [*rng.sample(FILLER, 3), rng.choice(words), *rng.sample(FILLER, 2)]
-                handle.write(json.dumps({"review": " ".join(text), "stars": label}) + "\n")
-    return path
 
 
 def _flags(values: dict[str, object]) -> list[str]:
