@@ -29,7 +29,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,12 +42,12 @@ import psutil
 # bench/ is on sys.path when this file runs as a script; the helpers live in bench/run.py.
 from run import (
     REPO,
-    SENTENCES,
     Server,
     listening_processes,
     make_serve,
     server_env,
     service_arguments,
+    start_run,
     start_server,
 )
 
@@ -238,12 +237,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not (args.model / "manifest.json").exists():
-        sys.exit(f"faults: no checkpoint in {args.model} (train one, or pass --model DIR)")
-    texts = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix="faults-", dir=args.out))
+    texts, work, stamp = start_run(args, "faults")
     env = server_env(args)
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

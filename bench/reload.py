@@ -18,7 +18,6 @@ A bounded script, not a test; exit status 1 when any request failed or a reload 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
@@ -34,13 +33,14 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # bench/ is not a package
     REPO,
-    SENTENCES,
     ensure_wrk,
     free_port,
     make_serve,
     memory,
+    read_sentences,
     run_wrk,
     start_server,
+    write_bodies,
 )
 
 from training.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
@@ -165,10 +165,7 @@ def drive(
     admin_key: str,
     work: Path,
 ) -> int:
-    bodies = work / "bodies.jsonl"
-    bodies.write_text(
-        "".join(json.dumps({"text": line}) + "\n" for line in SENTENCES.read_text().splitlines())
-    )
+    bodies = write_bodies(work / "bodies.jsonl", read_sentences())
     headers = {"Authorization": f"Bearer {admin_key}"}
     versions = {path: load_checkpoint(path).version for path in pair}
     # Warm-up at the same load, then the memory baseline.

@@ -515,6 +515,28 @@ def service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=BENCH / "results")
 
 
+def read_sentences() -> list[str]:
+    """The benchmark's texts: the non-empty lines of sentences.txt."""
+    return [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()]
+
+
+def write_bodies(path: Path, texts: list[str]) -> Path:
+    """One /predict body per line (`{"text": ...}`), as post_bodies.lua reads them."""
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    return path
+
+
+def start_run(args: argparse.Namespace, name: str) -> tuple[list[str], Path, str]:
+    """What every script of bench/ starts with: the checkpoint must be there; the texts, a fresh
+    work folder under --out, and the run's time stamp (for the results file)."""
+    if not (args.model / "manifest.json").exists():
+        sys.exit(f"{name}: no checkpoint in {args.model} (train one, or pass --model DIR)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=args.out))
+    return read_sentences(), work, stamp
+
+
 def make_serve() -> list[str]:
     make = shutil.which("make")
     if make is None:
@@ -574,15 +596,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 def main() -> int:
     args = parse_args()
     wrk = ensure_wrk()
-    if not (args.model / "manifest.json").exists():
-        sys.exit(f"bench: no checkpoint in {args.model} (train one, or pass --model DIR)")
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    texts = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix="bench-", dir=args.out))
-    bodies = work / "bodies.jsonl"
-    bodies.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    texts, work, stamp = start_run(args, "bench")
+    bodies = write_bodies(work / "bodies.jsonl", texts)
 
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

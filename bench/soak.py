@@ -31,7 +31,6 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ import psutil
 from run import (
     BENCH,
     REPO,
-    SENTENCES,
     Server,
     ensure_wrk,
     listening_processes,
@@ -52,7 +50,9 @@ from run import (
     run_wrk,
     server_env,
     service_arguments,
+    start_run,
     start_server,
+    write_bodies,
 )
 
 MIXED_LUA = BENCH / "mixed_bodies.lua"
@@ -148,14 +148,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     wrk = ensure_wrk()
-    if not (args.model / "manifest.json").exists():
-        sys.exit(f"soak: no checkpoint in {args.model} (train one, or pass --model DIR)")
-    texts = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix="soak-", dir=args.out))
-    single = work / "bodies.jsonl"
-    single.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    texts, work, stamp = start_run(args, "soak")
+    single = write_bodies(work / "bodies.jsonl", texts)
     mixed = work / "mixed.tsv"
     mixed.write_text("\n".join(mixed_lines(texts)) + "\n")
     windows = max(1, math.ceil(args.minutes * 60 / args.window))
