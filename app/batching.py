@@ -14,12 +14,14 @@ checked by the worker as it forms each batch (no timer per request: one costs se
 microseconds on the hot path), so it is exact to within one batch's run time.
 
 Grouping by length: the items taken for one pass are sorted by `size_of` (a text's token
-count) and a much longer item is split off into a pass of its own, run after the shorter ones
-have their results. The recurrence runs as many steps as the longest text in the pass (packed
-sequences spend no compute on padding, but every step has a fixed cost), so one 250-token
-review would otherwise hold 60 tweets for some 200 extra steps. A split costs one more pass,
-so it happens only when the longer item needs more than `2 * longest_so_far + SPLIT_SLACK`
-steps. Results do not depend on grouping: each item's output is its own (see `run_batch`).
+count) and split into groups of similar length, each its own pass, shortest first (their
+answers go out before the longer ones run). A pass runs as many steps as its longest text, and
+an unpadded float32 pass computes every row for every step (`app.predictor`), so one
+250-token review would otherwise make 60 tweets pay 250 steps each. A split costs one more
+pass (a fixed cost of roughly `SPLIT_SLACK` steps of a full batch), so a new group starts only
+at an item longer than `2 * shortest_in_group + SPLIT_SLACK`: padding at most about doubles a
+group's work. Results do not depend on grouping: each item's output is its own (see
+`run_batch`).
 
 The model runs on `executor` (one dedicated thread, so torch is only ever entered from one
 place), or on the event loop itself when `executor` is None (measured faster with 2 worker
@@ -46,7 +48,7 @@ T = TypeVar("T")
 
 
 # A pass has a fixed cost of about as many recurrence steps (see the module doc).
-SPLIT_SLACK = 24
+SPLIT_SLACK = 8
 
 
 class OverloadedError(Exception):
@@ -190,19 +192,19 @@ class MicroBatcher(Generic[In, Out]):
                     raise
 
     def _group(self, batch: list[_Pending[In, Out]]) -> list[list[_Pending[In, Out]]]:
-        """`batch` sorted by size, split before any item much longer than those before it."""
+        """`batch` sorted by size, split before any item much longer than its group's first."""
         size_of = self._size_of
         if size_of is None or len(batch) < 2:
             return [batch] if batch else []
         ordered = sorted(batch, key=lambda pending: size_of(pending.item))
         groups = [[ordered[0]]]
-        longest = size_of(ordered[0].item)
+        limit = 2 * size_of(ordered[0].item) + SPLIT_SLACK
         for pending in ordered[1:]:
             size = size_of(pending.item)
-            if size > 2 * longest + SPLIT_SLACK:
+            if size > limit:
                 groups.append([])
+                limit = 2 * size + SPLIT_SLACK
             groups[-1].append(pending)
-            longest = size
         return groups
 
     async def _fill(self, until: float) -> None:

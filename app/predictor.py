@@ -4,16 +4,32 @@
 `torch.inference_mode()`, softmax, label. Routes and the micro-batcher call it; tests call it
 directly.
 
-Why float64 by default: a CPU matrix multiply does not give bit-identical rows for different
-batch sizes (the kernel blocks the work differently), so in float32 a text's probabilities move
-in the 7th digit with its batch-mates. Computing in float64 and rounding the result to float32
-makes those differences (about 1e-16) vanish, so a text's result is the same whether it was
-sent alone, in a batch, or micro-batched with strangers. `dtype=torch.float32` is there for
-when throughput matters more than that guarantee.
+Same answer alone or batched: a text's probabilities must not depend on who shares its forward
+pass. A CPU matrix multiply does not promise that: its kernels block the work by the number of
+rows, and with packed sequences (the usual way to batch texts of different lengths) the rows
+left at each step shrink as texts end, down to one. So in float32 a packed text's
+probabilities move in the 7th digit with its batch-mates. Two ways keep them fixed:
+
+- float32 (the default), unpacked: every row runs every step of the pass and is read at its
+  own last token (`SentimentRNN.forward_padded`), on at least `PADDED_MIN_ROWS` rows (filler
+  rows added and dropped). Each step then multiplies the same rows with the same kernel,
+  whatever the batch; a float32 LSTM also gets oneDNN's fused RNN kernel this way. The
+  padding costs steps, which the batcher bounds by grouping texts by length
+  (`app.batching`). Only a one-direction LSTM runs this way: oneDNN keeps its rows apart at
+  every size measured, while the GRU and plain RNN kernels' rows still differed with the row
+  count (their elementwise steps vectorise a batch's values as one block), and a bidirectional
+  model cannot run unpacked (its backward direction would read the padding first). At load,
+  a few probe texts are run alone and batched; should they differ on some machine's kernels,
+  the model is served in float64 instead, with a warning.
+- float64, packed: rows still differ with the batch, by about 1e-16, which rounding the result
+  to float32 hides. About half the speed of the float32 path.
+
+Tests check the property for every kind of cell, alone against batches of every size.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +40,8 @@ import torch
 from training.checkpoint import Checkpoint
 from training.model import LayerTrace, pad_ids
 from training.tokenizer import Token, tokenize
+
+logger = logging.getLogger("app.predictor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +92,11 @@ class HiddenStates:
     flips: list[int] = field(default_factory=list)  # t where steps[t] != steps[t - 1] (label)
 
 
+# An unpacked float32 pass runs on at least this many rows (filler rows added and dropped): a
+# CPU kernel may take another path for one row, and a text's result would then depend on
+# whether it came alone. Two were enough on the machines measured; four leave a margin.
+PADDED_MIN_ROWS = 4
+
 # A unit with |h| above this is pinned near tanh's (or the LSTM output's) bound of 1: it has
 # stopped responding to its input for now.
 SATURATION_THRESHOLD = 0.95
@@ -92,7 +115,7 @@ class Predictor:
         self,
         checkpoint: Checkpoint,
         *,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype = torch.float32,
         torchscript: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
@@ -100,12 +123,43 @@ class Predictor:
         self.name = checkpoint.name
         self.version = checkpoint.version
         self.vocab = checkpoint.vocab
+        self.num_parameters = sum(p.numel() for p in checkpoint.model.parameters())
+        config = checkpoint.config
+        if config.cell != "lstm" or config.bidirectional:
+            dtype = torch.float64  # float32 would not keep rows apart (module doc)
+        self._use(dtype, torchscript)
+        if self.padded and not self._rows_independent():
+            logger.warning(
+                "float32 results depend on the batch on this machine; serving in float64"
+            )
+            self._use(torch.float64, torchscript)
+
+    def _use(self, dtype: torch.dtype, torchscript: bool) -> None:
+        """Run the model in `dtype`: float32 unpacked, float64 packed (see module doc)."""
         self.dtype = dtype
-        self.model = checkpoint.model.to(dtype).eval()
-        self.num_parameters = sum(p.numel() for p in self.model.parameters())
-        self._forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self.model
+        self.model = self.checkpoint.model.to(dtype).eval()
+        self.padded = dtype == torch.float32
+        self._min_rows = PADDED_MIN_ROWS if self.padded else 1
+        method = "forward_padded" if self.padded else "forward"
+        self._forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = getattr(
+            self.model, method
+        )
         if torchscript:
-            self._forward = _traced(self.model)
+            self._forward = _traced(self.model, method)
+
+    def _rows_independent(self) -> bool:
+        """Whether a few texts get the same probabilities alone and in two different batches:
+        the property the float32 path relies on, checked on this machine's kernels."""
+        usable = max(1, len(self.vocab) - 2)
+        probe = [
+            [(7 * i + 3 * j) % usable + 2 for j in range(n)]
+            for i, n in enumerate((1, 2, 5, 9, 14, 23))
+        ]
+        alone = [self._probabilities([ids])[0] for ids in probe]
+        mixed = probe[::-1] + probe[:3]
+        return self._probabilities(probe) == alone and self._probabilities(mixed) == [
+            alone[probe.index(ids)] for ids in mixed
+        ]
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -153,9 +207,12 @@ class Predictor:
         return self.predict_ids([item.ids for item in encoded])
 
     def _probabilities(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
+        count = len(batch)
+        if count < self._min_rows:  # filler rows, dropped below: see module doc
+            batch = [*batch, *[[self.vocab.pad_id]] * (self._min_rows - count)]
         ids, lengths = pad_ids(batch, self.vocab.pad_id)  # (B, T), (B,)
         with torch.inference_mode():
-            logits = self._forward(ids, lengths)  # (B, C)
+            logits = self._forward(ids, lengths)[:count]  # (B, C)
             probabilities = torch.softmax(logits, dim=-1).float()  # rounding: see module doc
         rows: list[list[float]] = probabilities.tolist()
         return rows
@@ -306,8 +363,10 @@ def _rounded(tensor: torch.Tensor, decimals: int | None) -> list[list[float]]:
     return rows
 
 
-def _traced(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """`model`'s (ids, lengths) -> logits forward as a traced TorchScript graph.
+def _traced(
+    model: torch.nn.Module, method: str
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`model`'s (ids, lengths) -> logits `method` as a traced TorchScript graph.
 
     Same weights, dtype and operations (packed sequences included), less Python per call: the
     bench measured half the time at batch 1 in float64. Tracing records shapes only through
@@ -320,5 +379,5 @@ def _traced(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], to
     with warnings.catch_warnings(), torch.inference_mode():
         # Tracer and deprecation notices are about TorchScript itself, not about this model.
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example).eval()  # type: ignore[no-untyped-call]
-    return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], traced)
+        traced = torch.jit.trace_module(model, {method: example}).eval()  # type: ignore[no-untyped-call]
+    return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], getattr(traced, method))

@@ -8,8 +8,9 @@ Nothing is kept between calls, so any replica (any worker) can serve the next pi
 The state (`StateCodec`) is opaque to clients; it carries
 
 - the recurrent state: every layer's hidden state, and the LSTM's cell state, as raw floats in
-  the dtype the model runs in (float64 by default, so a stream agrees with `/predict` to
-  rounding however many pieces it is cut into; float32 halves the size);
+  the dtype the model runs in (`app.predictor`: float32 for a one-direction LSTM by default,
+  else float64), so a stream reads on exactly where it stopped however many pieces it is cut
+  into;
 - the text not yet read: the characters after the last whitespace, which may be half a word,
   half an emoticon or half an emoji sequence (see "Cutting the text" below);
 - the stream's position (characters received) and the number of tokens read;
@@ -23,7 +24,7 @@ Layout (little-endian, as on every platform torch ships for): header `<BB8sIQIBH
 flags, model tag, issued at, position, token count, layers, hidden size, tail bytes), the tail
 in UTF-8, the hidden states (L x H floats) and cell states (L x H, LSTM only), then the 32-byte
 MAC; base64url without padding. It is not compressed: floats do not compress. For a 1-layer
-LSTM with 128 units that is about 2.8 KB of text in float64.
+LSTM with 128 units that is about 1.5 KB of text in float32 (2.8 KB in float64).
 
 A state is a capability, not a secret: whoever holds one can continue (or fork) that stream,
 and it reveals the model's hidden state for the text so far, nothing more.
@@ -35,7 +36,8 @@ tokenizes exactly as it would inside the whole text: those tokens are final and 
 the recurrent state. The rest (the tail) is kept in the state as text, and is also read, from
 a copy of the state, to give the prediction "if the text ended here". When the last piece is
 sent with `final`, the tail is read for good and the stream is closed: every update's
-`prediction` equals `/predict` of the text so far, and the last one that of the whole text.
+`prediction` is `/predict`'s for the text so far, and the last one that of the whole text (to
+about 1e-7 in float32: a stream reads one text at a time, `/predict` at least four rows).
 
 Secret. `APP_STREAM_SECRET` when set (set the same value on every replica). Otherwise it is
 derived from `APP_API_KEYS` when those are set (shared by replicas that share keys; rotating

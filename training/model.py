@@ -162,6 +162,22 @@ class SentimentRNN(nn.Module):
         """Logits (B, num_labels) for padded token ids (B, T) with true lengths (B,)."""
         return self.classify(self.embed(ids), lengths)
 
+    def forward_padded(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`forward` without packing, for a one-direction model in eval mode.
+
+        Every row runs for all T steps and is read at its own last token: a step only looks
+        back, so the padding after a text cannot reach its result. Each step then multiplies
+        the same number of rows, which lets a CPU use its fused RNN kernel (oneDNN, float32
+        LSTM) and keeps a row's arithmetic the same whatever its batch-mates (see
+        `app.predictor`). Costs B * T steps where packing costs the sum of the lengths.
+        """
+        if self.config.bidirectional:
+            raise ValueError("a bidirectional model reads texts backwards: use forward")
+        output, _ = self.rnn(self.embed(ids))  # (B, T, H)
+        rows = torch.arange(ids.size(0), device=ids.device)
+        logits: torch.Tensor = self.head(self.head_dropout(output[rows, lengths - 1]))
+        return logits
+
     def forward_steps(self, ids: torch.Tensor) -> StepStates:
         """Trace one unpadded text (T,) step by step through every layer (eval mode only).
 

@@ -67,8 +67,8 @@ async def test_concurrent_requests_equal_single_requests(serve: Any, kind: str) 
     assert batch == [{k: v for k, v in a.items() if k != "model"} for a in alone[::-1]]
 
 
-async def test_float32_mode_serves_too(serve: Any) -> None:
-    async with serve("rnn", inference_dtype="float32", inference_thread=False) as client:
+async def test_float64_mode_serves_too(serve: Any) -> None:
+    async with serve("rnn", inference_dtype="float64", inference_thread=False) as client:
         response = await client.post("/predict", json={"texts": TEXTS})
     assert response.status_code == 200
     for prediction in response.json()["predictions"]:

@@ -275,20 +275,21 @@ async def test_length_groups_keep_order_and_results(on_loop: bool) -> None:
         )
         results = await submit_all(batcher, requests)
     assert results == [[sum(item) for item in items] for items in requests]
-    # One pass would run 300 steps for all: the short texts go first, the far longer ones
-    # (more than twice the longest before them, plus the slack) each in a later pass.
-    assert run.passes == [[1, 1, 2, 3, 10, 40], [120], [300]]
+    # One pass would run 300 steps for all: the short texts go first, and a text more than
+    # twice its group's shortest plus the slack starts a later pass.
+    assert run.passes == [[1, 1, 2, 3, 10], [40], [120], [300]]
 
 
 async def test_lengths_within_the_slack_share_one_pass() -> None:
     run = Lengths()
-    requests = [[[1] * n] for n in (3, 9, 14, 33, 42, 7)]  # review sentences of this bench
+    lengths = (3, 9, 14, 33, 42, 7, 12, 74)  # review sentences of the bench
     batcher: MicroBatcher[list[int], int] = MicroBatcher(
         run, max_batch_size=64, queue_size=64, timeout_s=5.0, size_of=len
     )
-    results = await submit_all(batcher, requests)
-    assert results == [[n] for n in (3, 9, 14, 33, 42, 7)]
-    assert run.passes == [[3, 7, 9, 14, 33, 42]]
+    results = await submit_all(batcher, [[[1] * n] for n in lengths])
+    assert results == [[n] for n in lengths]
+    # Up to 2 * 3 + 8 = 14 with the 3; from 33 up to 2 * 33 + 8 = 74.
+    assert run.passes == [[3, 7, 9, 12, 14], [33, 42, 74]]
 
 
 async def test_without_size_of_a_batch_is_one_pass_in_arrival_order() -> None:

@@ -148,7 +148,7 @@ def test_dropping_the_only_token_leaves_the_initial_state(checkpoints: dict[str,
 def test_explainer_uses_a_float32_copy_and_the_predictors_prediction(
     checkpoints: dict[str, Path],
 ) -> None:
-    predictor = Predictor(load_checkpoint(checkpoints["gru"]))
+    predictor = Predictor(load_checkpoint(checkpoints["gru"]), dtype=torch.float64)
     explainer = Explainer(predictor)
     assert next(explainer.model.parameters()).dtype == torch.float32
     assert next(predictor.model.parameters()).dtype == torch.float64  # untouched
@@ -165,5 +165,5 @@ def test_explainer_uses_a_float32_copy_and_the_predictors_prediction(
     assert all(round(value, 2) == value for value in other.occlusion.attributions)
     with pytest.raises(ValueError, match="unknown label"):
         explainer.explain(encoded, label="sarcastic")
-    float32 = Predictor(load_checkpoint(checkpoints["gru"]), dtype=torch.float32)
+    float32 = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.float32)
     assert Explainer(float32).model is float32.model  # no copy needed

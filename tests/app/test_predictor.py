@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,54 @@ def test_batch_results_equal_single_results_exactly(predictor: Predictor) -> Non
     assert shuffled[len(TEXTS) :] == alone[:3]
 
 
+@pytest.mark.parametrize("kind", list(CHECKPOINT_KINDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_a_texts_result_never_depends_on_its_batch(
+    checkpoints: dict[str, Path], kind: str, dtype: torch.dtype
+) -> None:
+    """Bit for bit, alone against batches of every size up to 40 and lengths from 1 to 60."""
+    predictor = Predictor(load_checkpoint(checkpoints[kind]), dtype=dtype, torchscript=True)
+    rng = random.Random(kind)
+    usable = range(2, len(predictor.vocab))
+    pool = [[rng.choice(usable) for _ in range(rng.randint(1, 60))] for _ in range(48)]
+    alone = [predictor.predict_ids([ids])[0] for ids in pool]
+    for size in range(1, 41):
+        chosen = rng.sample(range(len(pool)), size)
+        together = predictor.predict_ids([pool[i] for i in chosen])
+        assert together == [alone[i] for i in chosen], f"batch of {size}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype"),
+    [
+        ("lstm", torch.float32),
+        ("rnn", torch.float64),
+        ("gru", torch.float64),
+        ("bilstm", torch.float64),
+    ],
+)
+def test_only_a_one_direction_lstm_runs_in_float32(
+    checkpoints: dict[str, Path], kind: str, dtype: torch.dtype
+) -> None:
+    # Other kernels' rows move with the batch in float32, or need packing (module doc).
+    predictor = Predictor(load_checkpoint(checkpoints[kind]), dtype=torch.float32)
+    assert predictor.dtype == dtype
+    assert next(predictor.model.parameters()).dtype == dtype
+    assert predictor.padded == (dtype == torch.float32)
+
+
+def test_float32_falls_back_to_float64_where_rows_are_not_kept_apart(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(Predictor, "_rows_independent", lambda self: False)
+    predictor = Predictor(load_checkpoint(checkpoints["lstm"]), torchscript=True)
+    assert predictor.dtype == torch.float64
+    assert not predictor.padded
+    assert "serving in float64" in caplog.text
+    alone = [predictor.predict([text])[0] for text in TEXTS]
+    assert predictor.predict(TEXTS) == alone
+
+
 def test_prediction_is_argmax_of_a_distribution(predictor: Predictor) -> None:
     for prediction in predictor.predict(TEXTS):
         assert list(prediction.probabilities) == list(LABELS)
@@ -63,8 +112,8 @@ def test_torchscript_forward_gives_the_eager_answers_exactly(
 
 
 def test_float32_agrees_closely_with_float64(checkpoints: dict[str, Path]) -> None:
-    exact = Predictor(load_checkpoint(checkpoints["gru"]))
-    fast = Predictor(load_checkpoint(checkpoints["gru"]), dtype=torch.float32)
+    exact = Predictor(load_checkpoint(checkpoints["gru"]), dtype=torch.float64)
+    fast = Predictor(load_checkpoint(checkpoints["gru"]))
     for a, b in zip(exact.predict(TEXTS), fast.predict(TEXTS), strict=True):
         assert a.label == b.label or abs(a.score - b.score) < 1e-5
         for label in LABELS:

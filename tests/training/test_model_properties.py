@@ -56,6 +56,27 @@ def test_batch_and_padding_invariance(
     torch.testing.assert_close(more_padding, batched, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", CELL_TYPES)
+@PROPERTY_SETTINGS
+@given(sequences=SEQUENCES, extra_padding=st.integers(0, 5))
+def test_unpacked_forward_computes_the_packed_one(
+    cell: str, sequences: list[list[int]], extra_padding: int
+) -> None:
+    model = MODELS[(cell, False)]
+    ids, lengths = pad_ids(sequences)
+    padded = torch.cat([ids, torch.zeros(len(sequences), extra_padding, dtype=ids.dtype)], 1)
+    with torch.inference_mode():
+        packed = model(ids, lengths)
+        unpacked = model.forward_padded(padded, lengths)
+    torch.testing.assert_close(unpacked, packed, rtol=0, atol=1e-10)
+
+
+def test_unpacked_forward_refuses_a_bidirectional_model() -> None:
+    ids, lengths = pad_ids([[1, 2, 3], [4]])
+    with pytest.raises(ValueError, match="bidirectional"):
+        MODELS[("lstm", True)].forward_padded(ids, lengths)
+
+
 @pytest.mark.parametrize(("cell", "bidirectional"), VARIANTS)
 @PROPERTY_SETTINGS
 @given(sequences=SEQUENCES)
