@@ -359,7 +359,7 @@ def test_a_running_server_swaps_models_under_load_without_a_failed_request(
     assert all(v == gru for t, _, v in outcomes if t > swapped_at + 30)
     assert outcomes[-1][2] == gru
     output = log.read_text()
-    assert output.count('"message": "reloaded"') == int(workers)
+    assert output.count('"message":"reloaded"') == int(workers)
     assert "reload refused, the served model stays" in output
 
 

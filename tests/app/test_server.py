@@ -139,8 +139,8 @@ def test_make_serve_answers_over_loopback(checkpoints: dict[str, Path], tmp_path
         assert "server" not in response.headers  # no version banner
         stop(process)
     output = log.read_text()
-    assert '"message": "ready"' in output
-    assert '"message": "shutting down"' in output
+    assert '"message":"ready"' in output
+    assert '"message":"shutting down"' in output
 
 
 def test_several_workers_share_the_socket_and_the_metrics(

@@ -1,0 +1,124 @@
+"""Log lines: one JSON object each, written once per event-loop turn, none lost or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from app.core.logging import JsonFormatter, LoopBatchingHandler, request_id_var
+
+
+class CountingStream(io.StringIO):
+    """A text stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, CountingStream, LoopBatchingHandler]]:
+    stream = CountingStream()
+    handler = LoopBatchingHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.logging")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream, handler
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_lines_of_one_loop_turn_go_out_in_one_write(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, _ = logged
+
+    async def main() -> int:
+        for n in range(5):
+            logger.info("line %d", n, extra={"n": n})
+        written_during_the_turn = stream.writes
+        await asyncio.sleep(0)  # the next turn writes them
+        return written_during_the_turn
+
+    assert asyncio.run(main()) == 0
+    assert stream.writes == 1
+    assert [line["message"] for line in lines(stream)] == [f"line {n}" for n in range(5)]
+    assert [line["n"] for line in lines(stream)] == list(range(5))
+
+
+def test_a_line_from_another_thread_is_written_at_once_after_those_queued(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, _ = logged
+
+    async def main() -> list[str]:
+        logger.info("on the loop")
+        thread = threading.Thread(target=logger.info, args=("from a thread",))
+        thread.start()
+        thread.join()
+        seen = [line["message"] for line in lines(stream)]  # before the loop's turn ends
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(main()) == ["on the loop", "from a thread"]
+    assert [line["message"] for line in lines(stream)] == ["on the loop", "from a thread"]
+
+
+def test_without_a_loop_every_line_is_written_at_once(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, _ = logged
+    logger.info("first")
+    assert [line["message"] for line in lines(stream)] == ["first"]
+    logger.warning("second")
+    assert [(line["message"], line["level"]) for line in lines(stream)] == [
+        ("first", "INFO"),
+        ("second", "WARNING"),
+    ]
+
+
+def test_flush_writes_what_is_still_queued(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, handler = logged
+
+    async def main() -> None:
+        logger.info("queued")
+        handler.flush()  # as logging.shutdown does at exit
+        assert [line["message"] for line in lines(stream)] == ["queued"]
+
+    asyncio.run(main())
+    assert stream.writes == 1
+
+
+def test_a_line_names_its_request_and_keeps_what_orjson_cannot_encode(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, _ = logged
+    token = request_id_var.set("req-1")
+    try:
+        logger.info("odd values", extra={"big": 2**70, "thing": object, "text": "ünï 👍"})
+    finally:
+        request_id_var.reset(token)
+    (line,) = lines(stream)
+    assert line["request_id"] == "req-1"
+    assert line["big"] == 2**70
+    assert line["thing"] == str(object)
+    assert line["text"] == "ünï 👍"
+    assert line["logger"] == "tests.logging"
