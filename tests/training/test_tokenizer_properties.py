@@ -5,13 +5,27 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.tokenizer import tokenize
+from training.tokenizer import scan, tokenize
 
 # Every code point, surrogates included (a `str` may hold one), plus text shaped like tweets.
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=200)
 TWEETISH = st.text(
     st.sampled_from(list("aZ'!?.:;()<3#@/-_ 0n't😀👍🏽\u200d\ufe0f\n\tÉé日本")), max_size=120
 )
+# Pieces that take each path of `tokenize`: plain words, laughs, negations, emoticons, URLs,
+# separated by every kind of whitespace (and by characters that only look like it).
+PIECES = st.lists(
+    st.sampled_from(
+        [
+            *["good", "GREAT", "xD", "xxdd", "Xd", "dont", "isnt", "don't", "can\u2019t", "soooo"],
+            *["a", "x", "d", "n", "t", "é", "ß", "日本", "²", "Ⅻ", "_", "1", "3", "#", "@", "<"],
+            *[":", ";", "-", ")", "(", "'", "/", ".", "!", "?", "😀", "🏽", "♥", "❤", "️"],
+            *["http://a.b", "www.", " ", "  ", "\t", "\n", "\u00a0", "\u2028", "\x1c"],
+            *["\u200b", "\u3000", "\x00"],
+        ]
+    ),
+    max_size=40,
+).map("".join)
 TEXTS = st.one_of(ANY_TEXT, TWEETISH)
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 
@@ -26,6 +40,14 @@ def test_spans_slice_the_text_in_order_without_overlap(text: str) -> None:
         assert previous_end <= token.start < token.end <= len(text)
         assert token.norm != ""
         previous_end = token.end
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None)
+@given(st.one_of(TEXTS, PIECES))
+def test_tokenize_gives_the_patterns_tokens(text: str) -> None:
+    # tokenize cuts at whitespace and takes all-letter pieces as words without the full
+    # pattern; `scan` runs the pattern over the whole text. They must never differ.
+    assert tokenize(text) == scan(text)
 
 
 @PROPERTY_SETTINGS
