@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 
 from app.api.deps import api_key_auth, rate_limit
 from app.api.routes import (
@@ -70,6 +71,9 @@ def _version() -> str:
         return "0.0.0"
 
 
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for `settings` (default: from the environment). Loads no model."""
     settings = settings or get_settings()
@@ -83,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
+        # FastAPI's own OpenTelemetry hooks: off, the service has its metrics and logs, and
+        # otherwise every request asks OpenTelemetry whether a provider was set up meanwhile.
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(app)
 

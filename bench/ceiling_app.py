@@ -27,7 +27,14 @@ ANSWER: dict[str, Any] = {
     "model": {"name": "ceiling", "version": "000000000000"},
 }
 
-app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+# FastAPI's OpenTelemetry hooks off, as in the service (`app.main`; importing it here would
+# load torch into the ceiling too).
+app = FastAPI(
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+    telemetry={"tracing": False, "metrics": False, "logs": False},
+)
 
 
 @app.post("/predict")
