@@ -27,6 +27,7 @@ from app.errors import BodyTimeout, BodyTooLarge, error_body
 from app.fast_path import PATH as FAST_PATH
 from app.fast_path import PredictFastPath
 from app.metrics import Metrics
+from app.protocol import BODY_RECEIVED
 from app.runtime import Runtime
 from app.serving import ModelSlot
 
@@ -95,7 +96,7 @@ class RequestMiddleware:
             await send(message)
 
         limit = self.max_body_bytes
-        receive_with_limit = _BodyGuard(receive, limit, self.body_timeout_s)
+        receive_with_limit = _BodyGuard(receive, limit, self.body_timeout_s, scope)
 
         try:
             if content_length is not None and content_length > limit:
@@ -176,17 +177,19 @@ def _take_serving(scope: Scope) -> Runtime | None:
 class _BodyGuard:
     """`receive` that raises `BodyTooLarge` past the limit, `BodyTimeout` when a body stalls."""
 
-    __slots__ = ("limit", "pending", "receive", "received", "timeout_s")
+    __slots__ = ("limit", "pending", "receive", "received", "scope", "timeout_s")
 
-    def __init__(self, receive: Receive, limit: int, timeout_s: float | None) -> None:
+    def __init__(self, receive: Receive, limit: int, timeout_s: float | None, scope: Scope) -> None:
         self.receive = receive
         self.limit = limit
         self.timeout_s = timeout_s
+        self.scope = scope
         self.received = 0
         self.pending = True
 
     async def __call__(self) -> Message:
-        if self.pending and self.timeout_s is not None:
+        # No timer for a body the server already holds in full (app.protocol marks it).
+        if self.pending and self.timeout_s is not None and not self.scope.get(BODY_RECEIVED):
             # A client that stops sending its body mid-way is dropped, not waited for.
             try:
                 async with asyncio.timeout(self.timeout_s):

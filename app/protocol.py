@@ -4,7 +4,10 @@ uvicorn times out idle keep-alive connections, but not a client that connects an
 its request line and headers slowly, or never: each such connection would be held for ever.
 Here every request's head must arrive within `APP_HEADER_TIMEOUT_S` of the connection being
 made (or of its first byte, on a kept-alive connection); past that the connection is closed.
-The body has its own timeout, in the app (`APP_BODY_TIMEOUT_S`, see `app.middleware`).
+The body has its own timeout, in the app (`APP_BODY_TIMEOUT_S`, see `app.middleware`); once a
+request's body has been received in full, this protocol marks its scope (`BODY_RECEIVED`), so
+the app need not arm a timer for a body that is already there (the usual case: a small request
+arrives in one piece).
 
 It also sends a response's head and the start of its body in one write. uvicorn writes the
 status line and headers as soon as the app sends `http.response.start`, and the body with a
@@ -23,6 +26,9 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.core.config import get_settings
+
+# Scope key, True once the request's whole body has been received (read by app.middleware).
+BODY_RECEIVED = "rnn_sentiment.body_received"
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -53,6 +59,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if cycle is not None and cycle is not previous:  # a new request (not an upgrade)
             # The cycle's task is created but has not run yet: it writes through this.
             cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:

@@ -10,10 +10,14 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 
-from app.protocol import _HeadWithBody
+from app import middleware
+from app.protocol import BODY_RECEIVED, HeaderTimeoutProtocol, _HeadWithBody
 from tests.app.test_hostile import connect, read_response
 from tests.app.test_server import free_port, running, server_env, wait_ready
 
@@ -143,3 +147,77 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server: str) ->
         status, raw = read_response(sock)
         assert status == 200
         assert json.loads(raw.partition(b"\r\n\r\n")[2])["label"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A body received in full is marked in the scope: the app arms no body timer for it
+
+
+class FakeSocketTransport(RecordingTransport):
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def set_write_buffer_limits(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_the_scope_says_when_the_whole_body_has_arrived() -> None:
+    seen: list[tuple[bool, bytes]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        arrived = bool(scope.get(BODY_RECEIVED))
+        guard = middleware._BodyGuard(receive, 1000, 5.0, scope)
+        body = b""
+        while guard.pending:
+            body += (await guard())["body"]
+        seen.append((arrived, body))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    protocol = HeaderTimeoutProtocol(
+        Config(app, lifespan="off"), ServerState(), {}, asyncio.get_running_loop()
+    )
+    protocol.connection_made(FakeSocketTransport())  # type: ignore[arg-type]
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
+    protocol.data_received(head + b"ok!!")  # head and body together
+    for _ in range(3):
+        await asyncio.sleep(0)
+    protocol.data_received(head + b"ha")  # half the body: the app waits for the rest
+    for _ in range(3):
+        await asyncio.sleep(0)
+    protocol.data_received(b"lf")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert seen == [(True, b"ok!!"), (False, b"half")]
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_the_body_guard_arms_a_timer_only_for_a_body_still_on_its_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    armed: list[float] = []
+    real_timeout = asyncio.timeout
+
+    def counting_timeout(delay: float) -> asyncio.Timeout:
+        armed.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(middleware.asyncio, "timeout", counting_timeout)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    await middleware._BodyGuard(receive, 100, 5.0, {BODY_RECEIVED: True})()
+    assert armed == []
+    await middleware._BodyGuard(receive, 100, 5.0, {})()  # another server: no mark
+    assert armed == [5.0]
