@@ -1,5 +1,6 @@
-"""The bare model's CPU paths, side by side: eager float64 (served), eager float32, TorchScript,
-dynamic int8 quantisation of the LSTM and Linear layers.
+"""The bare model's CPU paths, side by side: what the service runs (float32 unpacked through
+TorchScript), float64 packed (`APP_INFERENCE_DTYPE=float64`), eager float32 packed (the
+usual way to batch an RNN), and dynamic int8 quantisation of the LSTM and Linear layers.
 
 For each: forward time at batch 1 and 64 (one torch thread, varied sentences from
 bench/sentences.txt), whether a text's served probabilities are identical alone and in a batch
@@ -18,7 +19,6 @@ import json
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.predictor import Predictor  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_default_corpus, stratified_split  # noqa: E402
@@ -37,67 +38,77 @@ from training.model import pad_ids  # noqa: E402
 from training.tokenizer import tokenize  # noqa: E402
 from training.train import encode  # noqa: E402
 
-Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Token ids of a batch -> each text's probabilities, as the service returns them.
+Probabilities = Callable[[list[list[int]]], list[list[float]]]
 
 
-def variants(model_dir: Path) -> dict[str, tuple[nn.Module, torch.dtype]]:
-    """name -> (module taking (ids, lengths) and returning logits, its float dtype)."""
-    f64 = load_checkpoint(model_dir).model.double().eval()
-    f32 = load_checkpoint(model_dir).model.float().eval()
-    out: dict[str, tuple[nn.Module, torch.dtype]] = {
-        "eager float64 (served)": (f64, torch.float64),
-        "eager float32": (f32, torch.float32),
-    }
-    example = pad_ids([[5, 6, 7], [8, 9]])
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        try:
-            traced = torch.jit.trace(load_checkpoint(model_dir).model.double().eval(), example)
-            out["TorchScript float64 (trace)"] = (torch.jit.freeze(traced), torch.float64)
-        except Exception as error:  # reported, not fatal
-            print(f"TorchScript: {error}", file=sys.stderr)
+def variants(model_dir: Path) -> dict[str, tuple[Probabilities, str]]:
+    """name -> (batch -> probabilities, the float dtype it computes in)."""
+    served = Predictor(load_checkpoint(model_dir), torchscript=True)
+    packed64 = Predictor(load_checkpoint(model_dir), dtype=torch.float64, torchscript=True)
     quantised = torch.ao.quantization.quantize_dynamic(
         load_checkpoint(model_dir).model.float().eval(), {nn.LSTM, nn.Linear}, dtype=torch.qint8
     )
-    out["dynamic int8 (LSTM + Linear)"] = (quantised, torch.float32)
-    return out
+    return {
+        f"served: {_dtype(served)}, TorchScript": (_of_predictor(served), _dtype(served)),
+        "float64 packed, TorchScript": (_of_predictor(packed64), "float64"),
+        "eager float32 packed": (
+            _of_module(load_checkpoint(model_dir).model.float().eval()),
+            "float32",
+        ),
+        "dynamic int8 (LSTM + Linear)": (_of_module(quantised), "int8"),
+    }
 
 
-def served_probabilities(model: nn.Module, batch: list[list[int]]) -> list[list[float]]:
-    """What the service returns: softmax, rounded to float32."""
-    ids, lengths = pad_ids(batch)
-    with torch.inference_mode():
-        rows: list[list[float]] = torch.softmax(model(ids, lengths), dim=-1).float().tolist()
-    return rows
+def _dtype(predictor: Predictor) -> str:
+    name = str(predictor.dtype).removeprefix("torch.")
+    return f"{name} {'unpacked' if predictor.padded else 'packed'}"
 
 
-def timing(model: nn.Module, batches: list[list[list[int]]], repeats: int) -> float:
+def _of_predictor(predictor: Predictor) -> Probabilities:
+    def probabilities(batch: list[list[int]]) -> list[list[float]]:
+        return [list(p.probabilities.values()) for p in predictor.predict_ids(batch)]
+
+    return probabilities
+
+
+def _of_module(model: nn.Module) -> Probabilities:
+    def probabilities(batch: list[list[int]]) -> list[list[float]]:
+        ids, lengths = pad_ids(batch)
+        with torch.inference_mode():
+            rows: list[list[float]] = torch.softmax(model(ids, lengths), dim=-1).float().tolist()
+        return rows
+
+    return probabilities
+
+
+def timing(model: Probabilities, batches: list[list[list[int]]], repeats: int) -> float:
     """Median milliseconds of one forward over each batch, cycling."""
     for batch in batches[:3]:
-        served_probabilities(model, batch)
+        model(batch)
     times = []
     for index in range(repeats):
         batch = batches[index % len(batches)]
         started = time.perf_counter()
-        served_probabilities(model, batch)
+        model(batch)
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 
 
-def argmax_in_length_order(model: nn.Module, ids: list[list[int]], size: int = 512) -> list[int]:
-    """`training.train.predict_indices` for any module: batches of 512 in length order."""
+def argmax_in_length_order(
+    model: Probabilities, ids: list[list[int]], size: int = 512
+) -> list[int]:
+    """`training.train.predict_indices` for any variant: batches of 512 in length order."""
     guesses = [0] * len(ids)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    with torch.inference_mode():
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            padded, lengths = pad_ids([ids[i] for i in chunk])
-            for index, guess in zip(chunk, model(padded, lengths).argmax(-1).tolist(), strict=True):
-                guesses[index] = guess
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        for index, row in zip(chunk, model([ids[i] for i in chunk]), strict=True):
+            guesses[index] = max(range(len(row)), key=row.__getitem__)
     return guesses
 
 
-def test_split_metrics(model_dir: Path, model: nn.Module) -> dict[str, float] | None:
+def test_split_metrics(model_dir: Path, model: Probabilities) -> dict[str, float] | None:
     """`training evaluate --data default`'s metrics, for any module (None without the corpus)."""
     loaded = load_checkpoint(model_dir)
     try:
@@ -140,11 +151,11 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for name, (model, dtype) in variants(args.model).items():
         batch = batches64[0]
-        together = served_probabilities(model, batch)
-        alone = [served_probabilities(model, [ids])[0] for ids in batch]
+        together = model(batch)
+        alone = [model([ids])[0] for ids in batch]
         row: dict[str, Any] = {
             "name": name,
-            "dtype": str(dtype).removeprefix("torch."),
+            "dtype": dtype,
             "batch1_ms": timing(model, singles, args.repeats),
             "batch64_ms": timing(model, batches64, max(30, args.repeats // 10)),
             "batch_invariant": together == alone,
