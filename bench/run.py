@@ -287,6 +287,42 @@ def measure_pair(
     return point
 
 
+def ratio_rounds(
+    wrk: str, predict: Server, ceiling: Server, bodies: Path, args: argparse.Namespace,
+    work: Path, connections: int = 64,
+) -> dict[str, Any]:  # fmt: skip
+    """/predict and the ceiling at c=64, `--ratio-rounds` more times, the order alternating:
+    a single pair can land on a busy moment of the shared machine; the median of several
+    says where the ratio really is."""
+    rounds = []
+    for index in range(args.ratio_rounds):
+        order = [("ceiling", ceiling), ("predict", predict)]
+        if index % 2:
+            order.reverse()
+        got = {key: measure_point(wrk, server, bodies, connections, args, work)
+               for key, server in order}  # fmt: skip
+        ratio = got["predict"]["rps"] / got["ceiling"]["rps"]
+        rounds.append(
+            {
+                "predict_rps": got["predict"]["rps"],
+                "ceiling_rps": got["ceiling"]["rps"],
+                "ratio": ratio,
+                "predict_p99_ms": got["predict"]["latency_us"]["percentiles"]["99"] / 1000,
+                "errors": errors_text(got["predict"]),
+            }
+        )
+        print(
+            f"c={connections} round {index + 1}: /predict {got['predict']['rps']:,.0f}, ceiling "
+            f"{got['ceiling']['rps']:,.0f} req/s, ratio {ratio:.2f}",
+            flush=True,
+        )
+    return {
+        "connections": connections,
+        "rounds": rounds,
+        "median_ratio": statistics.median(r["ratio"] for r in rounds) if rounds else None,
+    }
+
+
 def measure_variant(
     wrk: str, name: str, env: dict[str, str], ceiling: Server, bodies: Path,
     args: argparse.Namespace, work: Path,
@@ -433,6 +469,15 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"- Right after overload, c=1 for 3 s: p50 {ms(rec['latency_us']['percentiles']['50'])}"
             f" ms, p99 {ms(rec['latency_us']['percentiles']['99'])} ms, errors {errors_text(rec)}."
         )
+    rounds = results.get("ratio_rounds")
+    if rounds and rounds["rounds"]:
+        ratios = ", ".join(f"{r['ratio']:.2f}" for r in rounds["rounds"])
+        first = [p["ratio"] for p in results["points"] if p["connections"] == rounds["connections"]]
+        lines.append(
+            f"- /predict ÷ ceiling at c={rounds['connections']}, {len(rounds['rounds'])} more "
+            f"rounds, order alternating: {ratios}; median of these and the table's "
+            f"{statistics.median([*first, *(r['ratio'] for r in rounds['rounds'])]):.2f}."
+        )
     batch = results["batch_of_64"]
     lines.append(
         f"- One request with 64 texts: p50 {batch['p50_ms']:.1f} ms (min {batch['min_ms']:.1f},"
@@ -485,6 +530,12 @@ def parse_args() -> argparse.Namespace:
     )
     service_arguments(parser)
     parser.add_argument("--no-cpu-paths", action="store_true", help="skip bench/cpu_paths.py")
+    parser.add_argument(
+        "--ratio-rounds",
+        type=int,
+        default=4,
+        help="extra /predict-and-ceiling rounds at c=64, order alternating (0: none)",
+    )
     parser.add_argument(
         "--variant",
         type=parse_variant,
@@ -635,6 +686,8 @@ def main() -> int:
             results["points"].append(
                 measure_pair(wrk, predict, ceiling, bodies, connections, args, work)
             )
+        if args.ratio_rounds:
+            results["ratio_rounds"] = ratio_rounds(wrk, predict, ceiling, bodies, args, work)
         if not args.no_overload:
             results["overload"] = measure_point(
                 wrk, predict, bodies, OVERLOAD_CONCURRENCY, args, work, probe_texts=texts
