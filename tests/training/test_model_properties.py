@@ -38,6 +38,15 @@ MODELS = {(cell, bi): make_model(cell, bi) for cell in CELL_TYPES for bi in (Fal
 VARIANTS = [pytest.param(cell, bi, id=f"{cell}{'-bi' if bi else ''}") for cell, bi in MODELS]
 
 
+def padded_twice(
+    sequences: list[list[int]], extra: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ids (B, T), lengths (B,), and the same ids with `extra` more pad columns."""
+    ids, lengths = pad_ids(sequences)
+    more = torch.cat([ids, torch.zeros(len(sequences), extra, dtype=ids.dtype)], 1)
+    return ids, lengths, more
+
+
 @pytest.mark.parametrize(("cell", "bidirectional"), VARIANTS)
 @PROPERTY_SETTINGS
 @given(sequences=SEQUENCES, extra_padding=st.integers(0, 5))
@@ -45,8 +54,7 @@ def test_batch_and_padding_invariance(
     cell: str, bidirectional: bool, sequences: list[list[int]], extra_padding: int
 ) -> None:
     model = MODELS[(cell, bidirectional)]
-    ids, lengths = pad_ids(sequences)
-    padded = torch.cat([ids, torch.zeros(len(sequences), extra_padding, dtype=ids.dtype)], 1)
+    ids, lengths, padded = padded_twice(sequences, extra_padding)
     with torch.inference_mode():
         batched = model(ids, lengths)
         more_padding = model(padded, lengths)
@@ -63,8 +71,7 @@ def test_unpacked_forward_computes_the_packed_one(
     cell: str, sequences: list[list[int]], extra_padding: int
 ) -> None:
     model = MODELS[(cell, False)]
-    ids, lengths = pad_ids(sequences)
-    padded = torch.cat([ids, torch.zeros(len(sequences), extra_padding, dtype=ids.dtype)], 1)
+    ids, lengths, padded = padded_twice(sequences, extra_padding)
     with torch.inference_mode():
         packed = model(ids, lengths)
         unpacked = model.forward_padded(padded, lengths)
