@@ -137,7 +137,9 @@ class Predictor:
     def _use(self, dtype: torch.dtype, torchscript: bool) -> None:
         """Run the model in `dtype`: float32 unpacked, float64 packed (see module doc)."""
         self.dtype = dtype
-        self.model = self.checkpoint.model.to(dtype).eval()
+        # Serving only: no parameter ever needs a gradient (`app.explain` takes them w.r.t.
+        # the inputs), so autograd records nothing for the weights.
+        self.model = self.checkpoint.model.to(dtype).eval().requires_grad_(False)
         self.padded = dtype == torch.float32
         self._min_rows = PADDED_MIN_ROWS if self.padded else 1
         method = "forward_padded" if self.padded else "forward"
@@ -265,8 +267,8 @@ class Predictor:
                 for row in _rounded(step_probabilities, decimals):
                     best = max(range(len(row)), key=row.__getitem__)
                     steps.append((self.labels[best], dict(zip(self.labels, row, strict=True))))
-        # The final prediction comes from the same packed forward pass as /predict, so the two
-        # routes agree exactly; steps[-1] is the unrolled equivalent and agrees to ~1e-7.
+        # The final prediction comes from the same forward pass as /predict, so the two routes
+        # agree exactly; steps[-1] is the unrolled equivalent and agrees to ~1e-7.
         prediction = prediction_from(self.labels, self._probabilities([encoded.ids])[0])
         if decimals is not None:
             prediction = Prediction(
@@ -368,7 +370,7 @@ def _traced(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """`model`'s (ids, lengths) -> logits `method` as a traced TorchScript graph.
 
-    Same weights, dtype and operations (packed sequences included), less Python per call: the
+    Same weights, dtype and operations (packed or unpacked), less Python per call: the
     bench measured half the time at batch 1 in float64. Tracing records shapes only through
     operations that take them at run time, so one example covers every batch and length.
     Not `torch.jit.freeze`d: freezing bakes the weights into the graph as constants, which
