@@ -54,6 +54,14 @@ def _rank_logs(log_dir: Path, rank: int) -> tuple[str, str]:
     return (folder / "stdout.log").read_text(), (folder / "stderr.log").read_text()
 
 
+def _failure_report(result: subprocess.CompletedProcess[str], log_dir: Path) -> str:
+    """The launcher's output, then the end of each rank's own logs (where a rank's crash is)."""
+    parts = [result.stdout[-2000:], result.stderr[-2000:]]
+    for path in sorted(log_dir.glob("*/attempt_*/*/*.log")):
+        parts.append(f"--- {path.relative_to(log_dir)}\n{path.read_text(errors='replace')[-2000:]}")
+    return "\n".join(parts)
+
+
 @pytest.mark.slow
 def test_two_processes_train_one_checkpoint_as_good_as_one_process(tmp_path: Path) -> None:
     data = write_corpus(tmp_path / "tiny.jsonl")
@@ -85,7 +93,7 @@ def test_two_processes_train_one_checkpoint_as_good_as_one_process(tmp_path: Pat
         *_flags(RECIPE),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, _failure_report(result, logs)
 
     # One writer: rank 0 reports the checkpoint and draws the progress bar; rank 1 neither.
     out0, err0 = _rank_logs(logs, 0)
