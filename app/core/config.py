@@ -136,7 +136,8 @@ class Settings(BaseSettings):
         description=(
             "Both give a text the same result whatever its batch-mates. float32 runs the texts "
             "of a pass unpacked (every row every step), about twice as fast in the model; "
-            "float64 runs them packed. Bidirectional models always run in float64."
+            "float64 runs them packed. Only a one-direction LSTM runs in float32; other cells "
+            "and bidirectional models always run in float64."
         ),
     )
     torchscript: bool = Field(
