@@ -96,6 +96,10 @@ class HiddenStates:
 # CPU kernel may take another path for one row, and a text's result would then depend on
 # whether it came alone. Two were enough on the machines measured; four leave a margin.
 PADDED_MIN_ROWS = 4
+# ...and on a multiple of this many rows and steps. oneDNN compiles (and caches) a kernel per
+# input shape; rounding makes the shapes of everyday traffic few, so they stay in its cache,
+# which the server keeps small (`app.__main__`: ONEDNN_PRIMITIVE_CACHE_CAPACITY).
+PADDED_SHAPE_STEP = 4
 
 # A unit with |h| above this is pinned near tanh's (or the LSTM output's) bound of 1: it has
 # stopped responding to its input for now.
@@ -210,9 +214,11 @@ class Predictor:
 
     def _probabilities(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
         count = len(batch)
-        if count < self._min_rows:  # filler rows, dropped below: see module doc
-            batch = [*batch, *[[self.vocab.pad_id]] * (self._min_rows - count)]
-        ids, lengths = pad_ids(batch, self.vocab.pad_id)  # (B, T), (B,)
+        step = PADDED_SHAPE_STEP if self.padded else 1
+        height = max(self._min_rows, -(-count // step) * step)
+        if height > count:  # filler rows, dropped below: see module doc
+            batch = [*batch, *[[self.vocab.pad_id]] * (height - count)]
+        ids, lengths = pad_ids(batch, self.vocab.pad_id, multiple=step)  # (B, T), (B,)
         with torch.inference_mode():
             logits = self._forward(ids, lengths)[:count]  # (B, C)
             probabilities = torch.softmax(logits, dim=-1).float()  # rounding: see module doc

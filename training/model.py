@@ -288,13 +288,15 @@ class SentimentRNN(nn.Module):
 
 
 def pad_ids(
-    sequences: Sequence[Sequence[int]], pad_id: int = 0
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, *, multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into ids (B, T_max) and lengths (B,); every list non-empty."""
+    """Right-pad token id lists into ids (B, T) and lengths (B,); every list non-empty.
+
+    T is the longest length, rounded up to a multiple of `multiple`."""
     sizes = [len(sequence) for sequence in sequences]
     if not sizes or min(sizes) < 1:
         raise ValueError("every sequence needs at least one token")
-    longest = max(sizes)
+    longest = -(-max(sizes) // multiple) * multiple
     # One tensor from padded lists: cheaper than filling rows one by one (serving's hot path).
     padded = [
         [*sequence, *[pad_id] * (longest - size)]

@@ -74,6 +74,23 @@ def test_only_a_one_direction_lstm_runs_in_float32(
     assert predictor.padded == (dtype == torch.float32)
 
 
+def test_unpacked_passes_run_on_few_shapes(checkpoints: dict[str, Path]) -> None:
+    # oneDNN caches a kernel per shape (a bounded cache, app.__main__): rows and steps are
+    # rounded up to multiples of 4, so everyday batches share a few shapes.
+    predictor = Predictor(load_checkpoint(checkpoints["lstm"]))
+    shapes: list[tuple[int, ...]] = []
+    forward = predictor._forward
+
+    def recording(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(ids.shape))
+        return forward(ids, lengths)
+
+    predictor._forward = recording
+    for texts, tokens in ((1, 1), (3, 4), (5, 5), (8, 9), (13, 17)):
+        predictor.predict_ids([[2] * tokens for _ in range(texts)])
+    assert shapes == [(4, 4), (4, 4), (8, 8), (8, 12), (16, 20)]
+
+
 def test_float32_falls_back_to_float64_where_rows_are_not_kept_apart(
     checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

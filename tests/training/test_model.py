@@ -127,5 +127,9 @@ def test_pad_ids() -> None:
     ids, lengths = pad_ids([[5, 6], [7]], pad_id=0)
     assert ids.tolist() == [[5, 6], [7, 0]]
     assert lengths.tolist() == [2, 1]
+    ids, lengths = pad_ids([[5, 6, 7], [7]], pad_id=9, multiple=4)  # width rounded up
+    assert ids.tolist() == [[5, 6, 7, 9], [7, 9, 9, 9]]
+    assert lengths.tolist() == [3, 1]
+    assert pad_ids([[1] * 8], multiple=4)[0].shape == (1, 8)
     with pytest.raises(ValueError, match="at least one token"):
         pad_ids([[1], []])
