@@ -145,7 +145,6 @@ class Predictor:
         # the inputs), so autograd records nothing for the weights.
         self.model = self.checkpoint.model.to(dtype).eval().requires_grad_(False)
         self.padded = dtype == torch.float32
-        self._min_rows = PADDED_MIN_ROWS if self.padded else 1
         method = "forward_padded" if self.padded else "forward"
         self._forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = getattr(
             self.model, method
@@ -214,8 +213,8 @@ class Predictor:
 
     def _probabilities(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
         count = len(batch)
-        step = PADDED_SHAPE_STEP if self.padded else 1
-        height = max(self._min_rows, -(-count // step) * step)
+        least, step = (PADDED_MIN_ROWS, PADDED_SHAPE_STEP) if self.padded else (1, 1)
+        height = max(least, -(-count // step) * step)
         if height > count:  # filler rows, dropped below: see module doc
             batch = [*batch, *[[self.vocab.pad_id]] * (height - count)]
         ids, lengths = pad_ids(batch, self.vocab.pad_id, multiple=step)  # (B, T), (B,)
