@@ -88,7 +88,9 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
-        self._scheduled = False
+        # The loop a write is scheduled on. Kept rather than a flag: a loop that stops before
+        # its next turn never runs the write, and the next loop must then schedule its own.
+        self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -102,17 +104,16 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop = None
         with self.lock:  # type: ignore[union-attr]
             self._pending.append(line)
-            if loop is not None and not self._scheduled:
-                self._scheduled = True
-                loop.call_soon(self.flush)
-                return
             if loop is not None:
+                if self._flush_on is not loop:
+                    self._flush_on = loop
+                    loop.call_soon(self.flush)
                 return
         self.flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            self._scheduled = False
+            self._flush_on = None
             if not self._pending:
                 return
             text = "\n".join(self._pending) + "\n"

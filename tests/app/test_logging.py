@@ -93,6 +93,33 @@ def test_without_a_loop_every_line_is_written_at_once(
     ]
 
 
+def test_a_loop_that_stopped_before_writing_does_not_hold_back_the_next_loops_lines(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, _ = logged
+    loop = asyncio.new_event_loop()
+
+    async def last_turn() -> None:
+        logger.info("logged in the loop's last turn")
+        loop.stop()  # the write scheduled for the next turn never runs
+
+    task = loop.create_task(last_turn())
+    loop.run_forever()
+    assert task.done()
+    loop.close()
+    assert lines(stream) == []
+
+    async def main() -> None:
+        logger.info("next loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert [line["message"] for line in lines(stream)] == [
+        "logged in the loop's last turn",
+        "next loop",
+    ]
+
+
 def test_flush_writes_what_is_still_queued(
     logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
 ) -> None:
