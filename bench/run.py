@@ -276,11 +276,13 @@ def print_point(where: str, name: str, r: dict[str, Any]) -> None:
 
 def measure_pair(
     wrk: str, predict: Server, ceiling: Server, bodies: Path, connections: int,
-    args: argparse.Namespace, work: Path,
+    args: argparse.Namespace, work: Path, *, ceiling_first: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """/predict, then the ceiling, at the same concurrency: their ratio."""
+    """/predict and the ceiling (in that order, unless `ceiling_first`) at the same
+    concurrency, back to back: their ratio."""
     point: dict[str, Any] = {"connections": connections}
-    for key, server in (("predict", predict), ("ceiling", ceiling)):
+    order = [("predict", predict), ("ceiling", ceiling)]
+    for key, server in order[::-1] if ceiling_first else order:
         point[key] = measure_point(wrk, server, bodies, connections, args, work)
         print_point(f"c={connections}", server.name, point[key])
     point["ratio"] = point["predict"]["rps"] / point["ceiling"]["rps"]
@@ -296,26 +298,19 @@ def ratio_rounds(
     says where the ratio really is."""
     rounds = []
     for index in range(args.ratio_rounds):
-        order = [("ceiling", ceiling), ("predict", predict)]
-        if index % 2:
-            order.reverse()
-        got = {key: measure_point(wrk, server, bodies, connections, args, work)
-               for key, server in order}  # fmt: skip
-        ratio = got["predict"]["rps"] / got["ceiling"]["rps"]
+        point = measure_pair(
+            wrk, predict, ceiling, bodies, connections, args, work, ceiling_first=index % 2 == 0
+        )
         rounds.append(
             {
-                "predict_rps": got["predict"]["rps"],
-                "ceiling_rps": got["ceiling"]["rps"],
-                "ratio": ratio,
-                "predict_p99_ms": got["predict"]["latency_us"]["percentiles"]["99"] / 1000,
-                "errors": errors_text(got["predict"]),
+                "predict_rps": point["predict"]["rps"],
+                "ceiling_rps": point["ceiling"]["rps"],
+                "ratio": point["ratio"],
+                "predict_p99_ms": point["predict"]["latency_us"]["percentiles"]["99"] / 1000,
+                "errors": errors_text(point["predict"]),
             }
         )
-        print(
-            f"c={connections} round {index + 1}: /predict {got['predict']['rps']:,.0f}, ceiling "
-            f"{got['ceiling']['rps']:,.0f} req/s, ratio {ratio:.2f}",
-            flush=True,
-        )
+        print(f"c={connections} round {index + 1}: ratio {point['ratio']:.2f}", flush=True)
     return {
         "connections": connections,
         "rounds": rounds,
