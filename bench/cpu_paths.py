@@ -29,6 +29,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from run import read_sentences  # noqa: E402 - bench/run.py, beside this script
+
 from app.predictor import Predictor  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -138,11 +140,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     vocab = load_checkpoint(args.model).vocab
-    texts = [
-        line.strip()
-        for line in (REPO / "bench" / "sentences.txt").read_text().splitlines()
-        if line.strip()
-    ]
+    texts = read_sentences()
     encoded = [vocab.encode(tokenize(text)) for text in texts]
     singles = [[ids] for ids in encoded]
     batches64 = [

@@ -27,6 +27,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
+from run import read_sentences  # noqa: E402 - bench/run.py, beside this script
 
 from app.batching import SPLIT_SLACK  # noqa: E402
 from app.predictor import Predictor  # noqa: E402
@@ -38,11 +39,7 @@ BATCHES = 1500
 def main() -> int:
     torch.set_num_threads(1)
     predictor = Predictor(load_checkpoint(REPO / "model_store" / "default"), torchscript=True)
-    texts = [
-        line.strip()
-        for line in (REPO / "bench" / "sentences.txt").read_text().splitlines()
-        if line.strip()
-    ]
+    texts = read_sentences()
     encoded = [predictor.encode(t, max_chars=10_000, max_tokens=10_000).ids for t in texts]
     rng = random.Random(0)
     everyday = []
