@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.tokenizer import scan, tokenize
+from training.tokenizer import scan, token_norms, tokenize
 
 # Every code point, surrogates included (a `str` may hold one), plus text shaped like tweets.
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=200)
@@ -48,6 +48,13 @@ def test_tokenize_gives_the_patterns_tokens(text: str) -> None:
     # tokenize cuts at whitespace and takes all-letter pieces as words without the full
     # pattern; `scan` runs the pattern over the whole text. They must never differ.
     assert tokenize(text) == scan(text)
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None)
+@given(st.one_of(TEXTS, PIECES))
+def test_token_norms_are_the_tokens_norms(text: str) -> None:
+    # What predictions encode (no tokens made) against what every other route encodes.
+    assert token_norms(text) == [token.norm for token in tokenize(text)]
 
 
 @PROPERTY_SETTINGS
