@@ -24,11 +24,22 @@ probabilities move in the 7th digit with its batch-mates. Two ways keep them fix
 - float64, packed: rows still differ with the batch, by about 1e-16, which rounding the result
   to float32 hides. About half the speed of the float32 path.
 
+bfloat16 (the service's default, `APP_INFERENCE_DTYPE`) is the float32 way with the embedding
+and the recurrence in bfloat16, on CPUs that run it natively (AVX-512 BF16, AMX; elsewhere
+float32 is used). oneDNN's bfloat16 LSTM keeps rows apart as its float32 one does (same probe at
+load, same tests) and costs about 0.6 of float32's time per pass; the head reads the final
+state in float32. Probabilities move by up to `BFLOAT16_TOLERANCE` from float32's; the default
+model's test metrics do not change (`bench/cpu_paths.py`). Only the batched pass runs in
+bfloat16: traces, streams and explanations (`model`, `dtype`) stay float32, so a stream's last
+prediction agrees with /predict to that tolerance instead of float32's ~1e-7, while the
+prediction /hidden-states returns comes from the /predict pass itself and matches it exactly.
+
 Tests check the property for every kind of cell, alone against batches of every size.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,7 +50,7 @@ import torch
 
 from training.checkpoint import Checkpoint
 from training.model import LayerTrace, pad_ids
-from training.tokenizer import Token, tokenize
+from training.tokenizer import Token, token_norms, tokenize
 
 logger = logging.getLogger("app.predictor")
 
@@ -101,6 +112,11 @@ PADDED_MIN_ROWS = 4
 # which the server keeps small (`app.__main__`: ONEDNN_PRIMITIVE_CACHE_CAPACITY).
 PADDED_SHAPE_STEP = 4
 
+# How far a bfloat16 pass's probabilities may be from float32's. It keeps 8 significant bits
+# of the recurrence; on the default model's test split the largest difference measured was
+# 0.0052 (median 0.0002), and no label changed (`bench/cpu_paths.py`).
+BFLOAT16_TOLERANCE = 0.01
+
 # A unit with |h| above this is pinned near tanh's (or the LSTM output's) bound of 1: it has
 # stopped responding to its input for now.
 SATURATION_THRESHOLD = 0.95
@@ -131,26 +147,44 @@ class Predictor:
         config = checkpoint.config
         if config.cell != "lstm" or config.bidirectional:
             dtype = torch.float64  # float32 would not keep rows apart (module doc)
+        if dtype == torch.bfloat16 and not native_bfloat16():
+            logger.info("this CPU has no native bfloat16: predictions run in float32")
+            dtype = torch.float32
         self._use(dtype, torchscript)
         if self.padded and not self._rows_independent():
+            fallback = torch.float32 if dtype == torch.bfloat16 else torch.float64
             logger.warning(
-                "float32 results depend on the batch on this machine; serving in float64"
+                "%s results depend on the batch on this machine; predicting in %s",
+                _name(dtype),
+                _name(fallback),
             )
-            self._use(torch.float64, torchscript)
+            self._use(fallback, torchscript)
+            if self.padded and not self._rows_independent():
+                logger.warning("float32 results depend on the batch too; predicting in float64")
+                self._use(torch.float64, torchscript)
 
-    def _use(self, dtype: torch.dtype, torchscript: bool) -> None:
-        """Run the model in `dtype`: float32 unpacked, float64 packed (see module doc)."""
-        self.dtype = dtype
+    def _use(self, pass_dtype: torch.dtype, torchscript: bool) -> None:
+        """Predict in `pass_dtype`: bfloat16 or float32 unpacked, float64 packed (module doc).
+
+        `dtype` is what everything else computes in (traces, streams, explanations): the
+        pass's own dtype, except float32 under a bfloat16 pass.
+        """
+        self.pass_dtype = pass_dtype
+        self.dtype = torch.float32 if pass_dtype == torch.bfloat16 else pass_dtype
         # Serving only: no parameter ever needs a gradient (`app.explain` takes them w.r.t.
         # the inputs), so autograd records nothing for the weights.
-        self.model = self.checkpoint.model.to(dtype).eval().requires_grad_(False)
-        self.padded = dtype == torch.float32
+        self.model = self.checkpoint.model.to(self.dtype).eval().requires_grad_(False)
+        self.padded = pass_dtype != torch.float64
         method = "forward_padded" if self.padded else "forward"
-        self._forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = getattr(
-            self.model, method
-        )
+        model = self.model
+        if pass_dtype == torch.bfloat16:
+            # The embedding and recurrence in bfloat16; the head reads the final state in
+            # float32 (`SentimentRNN.forward_padded`), so softmax sees float32 logits.
+            model = copy.deepcopy(self.model).to(pass_dtype)
+            model.head.float()
+        self._forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = getattr(model, method)
         if torchscript:
-            self._forward = _traced(self.model, method)
+            self._forward = _traced(model, method)
 
     def _rows_independent(self) -> bool:
         """Whether a few texts get the same probabilities alone and in two different batches:
@@ -170,29 +204,17 @@ class Predictor:
 
     def encode(self, text: str, *, max_chars: int, max_tokens: int) -> EncodedText:
         """Tokenize and look up `text`; `TextRejectedError` says which limit it breaks."""
-        if len(text) > max_chars:
-            raise TextRejectedError(
-                Rejection(
-                    "text_too_long",
-                    f"text has {len(text)} characters; the limit is {max_chars}",
-                )
-            )
+        _check_chars(text, max_chars)
         tokens = tokenize(text)
-        if not tokens:
-            raise TextRejectedError(
-                Rejection(
-                    "no_tokens",
-                    "text contains no words, numbers, emoji or punctuation the model can read",
-                )
-            )
-        if len(tokens) > max_tokens:
-            raise TextRejectedError(
-                Rejection(
-                    "too_many_tokens",
-                    f"text has {len(tokens)} tokens; the limit is {max_tokens}",
-                )
-            )
+        _check_tokens(len(tokens), max_tokens)
         return EncodedText(tokens, self.vocab.encode(tokens))
+
+    def encode_ids(self, text: str, *, max_chars: int, max_tokens: int) -> list[int]:
+        """`encode(...).ids`, without making the tokens: what a prediction needs."""
+        _check_chars(text, max_chars)
+        norms = token_norms(text)
+        _check_tokens(len(norms), max_tokens)
+        return self.vocab.encode_norms(norms)
 
     # -- prediction ----------------------------------------------------------------------------
 
@@ -368,6 +390,39 @@ def _rounded(tensor: torch.Tensor, decimals: int | None) -> list[list[float]]:
         values = values.double().round(decimals=decimals)
     rows: list[list[float]] = values.tolist()
     return rows
+
+
+def _check_chars(text: str, max_chars: int) -> None:
+    if len(text) > max_chars:
+        raise TextRejectedError(
+            Rejection("text_too_long", f"text has {len(text)} characters; the limit is {max_chars}")
+        )
+
+
+def _check_tokens(count: int, max_tokens: int) -> None:
+    if not count:
+        raise TextRejectedError(
+            Rejection(
+                "no_tokens",
+                "text contains no words, numbers, emoji or punctuation the model can read",
+            )
+        )
+    if count > max_tokens:
+        raise TextRejectedError(
+            Rejection("too_many_tokens", f"text has {count} tokens; the limit is {max_tokens}")
+        )
+
+
+def native_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 natively here (AVX-512 BF16 or AMX); emulated it is slow."""
+    return bool(
+        torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _traced(

@@ -22,7 +22,7 @@ from training.checkpoint import Checkpoint, load_checkpoint
 
 T = TypeVar("T")
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -145,9 +145,14 @@ class Runtime:
                     }
                 ]
             )
-        encoded = self.encode(texts, field=field, max_tokens=settings.max_tokens)
+        encode = partial(
+            self.predictor.encode_ids,
+            max_chars=settings.max_text_chars,
+            max_tokens=settings.max_tokens,
+        )
+        ids = _each_or_422(texts, field, encode)
         try:
-            return await self.batcher.submit([item.ids for item in encoded])
+            return await self.batcher.submit(ids)
         except (OverloadedError, DeadlineExceededError) as error:
             raise self.unavailable(error) from None
 
@@ -226,18 +231,24 @@ class Runtime:
 
         `field` is the request field the texts came from ("text" or "texts"), for `loc`.
         """
-        encode = self.predictor.encode
-        max_chars = self.settings.max_text_chars
-        encoded: list[EncodedText] = []
-        problems: list[dict[str, Any]] = []
-        for index, text in enumerate(texts):
-            try:
-                encoded.append(encode(text, max_chars=max_chars, max_tokens=max_tokens))
-            except TextRejectedError as rejected:
-                loc: list[str | int] = ["body", field] + ([index] if field == "texts" else [])
-                problems.append(
-                    {"loc": loc, "msg": rejected.rejection.msg, "type": rejected.rejection.type}
-                )
-        if problems:
-            raise InvalidInputError(problems)
-        return encoded
+        encode = partial(
+            self.predictor.encode, max_chars=self.settings.max_text_chars, max_tokens=max_tokens
+        )
+        return _each_or_422(texts, field, encode)
+
+
+def _each_or_422(texts: Sequence[str], field: str, encode: Callable[[str], T]) -> list[T]:
+    """`encode` of every text, or one 422 listing each text it rejected."""
+    encoded: list[T] = []
+    problems: list[dict[str, Any]] = []
+    for index, text in enumerate(texts):
+        try:
+            encoded.append(encode(text))
+        except TextRejectedError as rejected:
+            loc: list[str | int] = ["body", field] + ([index] if field == "texts" else [])
+            problems.append(
+                {"loc": loc, "msg": rejected.rejection.msg, "type": rejected.rejection.type}
+            )
+    if problems:
+        raise InvalidInputError(problems)
+    return encoded

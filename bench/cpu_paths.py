@@ -1,6 +1,8 @@
-"""The bare model's CPU paths, side by side: what the service runs (float32 unpacked through
-TorchScript), float64 packed (`APP_INFERENCE_DTYPE=float64`), eager float32 packed (the
-usual way to batch an RNN), and dynamic int8 quantisation of the LSTM and Linear layers.
+"""The bare model's CPU paths, side by side: what the service runs (bfloat16 unpacked through
+TorchScript where the CPU has native bfloat16, else float32), float32 unpacked
+(`APP_INFERENCE_DTYPE=float32`), float64 packed (`APP_INFERENCE_DTYPE=float64`), eager float32
+packed (the usual way to batch an RNN), and dynamic int8 quantisation of the LSTM and Linear
+layers.
 
 For each: forward time at batch 1 and 64 (one torch thread, varied sentences from
 bench/sentences.txt), whether a text's served probabilities are identical alone and in a batch
@@ -46,12 +48,15 @@ Probabilities = Callable[[list[list[int]]], list[list[float]]]
 
 def variants(model_dir: Path) -> dict[str, tuple[Probabilities, str]]:
     """name -> (batch -> probabilities, the float dtype it computes in)."""
-    served = Predictor(load_checkpoint(model_dir), torchscript=True)
+    served = Predictor(load_checkpoint(model_dir), dtype=torch.bfloat16, torchscript=True)
+    unpacked32 = Predictor(load_checkpoint(model_dir), dtype=torch.float32, torchscript=True)
     packed64 = Predictor(load_checkpoint(model_dir), dtype=torch.float64, torchscript=True)
     quantised = torch.ao.quantization.quantize_dynamic(
         load_checkpoint(model_dir).model.float().eval(), {nn.LSTM, nn.Linear}, dtype=torch.qint8
     )
     return {
+        # First: the reference the others' probabilities are compared with.
+        "float32 unpacked, TorchScript": (_of_predictor(unpacked32), "float32"),
         f"served: {_dtype(served)}, TorchScript": (_of_predictor(served), _dtype(served)),
         "float64 packed, TorchScript": (_of_predictor(packed64), "float64"),
         "eager float32 packed": (
@@ -63,7 +68,7 @@ def variants(model_dir: Path) -> dict[str, tuple[Probabilities, str]]:
 
 
 def _dtype(predictor: Predictor) -> str:
-    name = str(predictor.dtype).removeprefix("torch.")
+    name = str(predictor.pass_dtype).removeprefix("torch.")
     return f"{name} {'unpacked' if predictor.padded else 'packed'}"
 
 
@@ -97,21 +102,25 @@ def timing(model: Probabilities, batches: list[list[list[int]]], repeats: int) -
     return statistics.median(times) * 1000
 
 
-def argmax_in_length_order(
+def rows_in_length_order(
     model: Probabilities, ids: list[list[int]], size: int = 512
-) -> list[int]:
-    """`training.train.predict_indices` for any variant: batches of 512 in length order."""
-    guesses = [0] * len(ids)
+) -> list[list[float]]:
+    """Probabilities as `training.train.predict_indices` batches: 512 at a time in length
+    order; returned in input order."""
+    rows: list[list[float]] = [[] for _ in ids]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         for index, row in zip(chunk, model([ids[i] for i in chunk]), strict=True):
-            guesses[index] = max(range(len(row)), key=row.__getitem__)
-    return guesses
+            rows[index] = row
+    return rows
 
 
-def test_split_metrics(model_dir: Path, model: Probabilities) -> dict[str, float] | None:
-    """`training evaluate --data default`'s metrics, for any module (None without the corpus)."""
+def test_split_metrics(
+    model_dir: Path, model: Probabilities
+) -> tuple[dict[str, float], list[list[float]]] | None:
+    """`training evaluate --data default`'s metrics for any variant, and its probabilities per
+    test text (None without the corpus)."""
     loaded = load_checkpoint(model_dir)
     try:
         corpus = load_default_corpus()
@@ -127,9 +136,10 @@ def test_split_metrics(model_dir: Path, model: Probabilities) -> dict[str, float
     ).test
     label_index = {label: index for index, label in enumerate(loaded.labels)}
     encoded = encode(examples, loaded.vocab, label_index, max_tokens=10_000, use_weights=False)
-    guesses = argmax_in_length_order(model, encoded.ids)
+    rows = rows_in_length_order(model, encoded.ids)
+    guesses = [max(range(len(row)), key=row.__getitem__) for row in rows]
     metrics = classification_metrics(encoded.labels, guesses, loaded.labels)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}, rows
 
 
 def main() -> int:
@@ -147,6 +157,7 @@ def main() -> int:
         [encoded[(start + i) % len(encoded)] for i in range(64)] for start in range(0, 200, 13)
     ]
     rows: list[dict[str, Any]] = []
+    reference: list[list[float]] | None = None  # float32 unpacked's test-split probabilities
     for name, (model, dtype) in variants(args.model).items():
         batch = batches64[0]
         together = model(batch)
@@ -163,8 +174,18 @@ def main() -> int:
                 for a, b in zip(x, y, strict=True)
             ),
         }
-        metrics = test_split_metrics(args.model, model)
-        row.update(metrics or {"accuracy": None, "macro_f1": None})
+        tested = test_split_metrics(args.model, model)
+        if tested is None:
+            row.update({"accuracy": None, "macro_f1": None, "max_abs_diff_vs_float32": None})
+        else:
+            metrics, probabilities = tested
+            reference = reference or probabilities  # the first variant's (float32 unpacked)
+            row.update(metrics)
+            row["max_abs_diff_vs_float32"] = max(
+                abs(a - b)
+                for x, y in zip(probabilities, reference, strict=True)
+                for a, b in zip(x, y, strict=True)
+            )
         rows.append(row)
         if not args.json:
             print(json.dumps(row), flush=True)

@@ -175,7 +175,9 @@ class SentimentRNN(nn.Module):
             raise ValueError("a bidirectional model reads texts backwards: use forward")
         output, _ = self.rnn(self.embed(ids))  # (B, T, H)
         rows = torch.arange(ids.size(0), device=ids.device)
-        logits: torch.Tensor = self.head(self.head_dropout(output[rows, lengths - 1]))
+        # The head may compute in a wider dtype than the recurrence (a bfloat16 pass).
+        last = output[rows, lengths - 1].to(self.head.weight.dtype)
+        logits: torch.Tensor = self.head(self.head_dropout(last))
         return logits
 
     def forward_steps(self, ids: torch.Tensor) -> StepStates:

@@ -243,7 +243,8 @@ def test_requests_carry_the_api_key_and_the_right_bodies() -> None:
 
 @pytest.fixture
 async def async_client(make_settings: Any) -> AsyncIterator[AsyncSentimentClient]:
-    app = create_app(make_settings("lstm", stream_secret=SECRET))
+    # Streams are compared with /predict to float32's precision (tests/app/test_stream.py).
+    app = create_app(make_settings("lstm", stream_secret=SECRET, inference_dtype="float32"))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with AsyncSentimentClient("http://testserver", transport=transport) as client:
@@ -339,7 +340,7 @@ def test_a_stream_moves_between_server_processes(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
     """Two replicas with one APP_STREAM_SECRET: each piece may go to either."""
-    settings = {"APP_STREAM_SECRET": SECRET}
+    settings = {"APP_STREAM_SECRET": SECRET, "APP_INFERENCE_DTYPE": "float32"}
     with (
         uvicorn_server(checkpoints["lstm"], tmp_path / "a.log", **settings) as first,
         uvicorn_server(checkpoints["lstm"], tmp_path / "b.log", **settings) as second,

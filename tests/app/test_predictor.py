@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.predictor import BIDIRECTIONAL_STEPS_NOTE, Predictor, TextRejectedError
+from app import predictor as predictor_module
+from app.predictor import (
+    BFLOAT16_TOLERANCE,
+    BIDIRECTIONAL_STEPS_NOTE,
+    Predictor,
+    TextRejectedError,
+    native_bfloat16,
+)
 from tests.conftest import CHECKPOINT_KINDS, LABELS
 from training.checkpoint import load_checkpoint
 
@@ -39,7 +46,11 @@ def test_batch_results_equal_single_results_exactly(predictor: Predictor) -> Non
 
 
 @pytest.mark.parametrize("kind", list(CHECKPOINT_KINDS))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.bfloat16, torch.float32, torch.float64],
+    ids=["bfloat16", "float32", "float64"],
+)
 def test_a_texts_result_never_depends_on_its_batch(
     checkpoints: dict[str, Path], kind: str, dtype: torch.dtype
 ) -> None:
@@ -74,6 +85,57 @@ def test_only_a_one_direction_lstm_runs_in_float32(
     assert predictor.padded == (dtype == torch.float32)
 
 
+def test_a_bfloat16_pass_leaves_everything_else_in_float32(checkpoints: dict[str, Path]) -> None:
+    predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.bfloat16)
+    # Traces, streams and explanations use `model` and `dtype`: float32 either way.
+    assert predictor.dtype == torch.float32
+    assert next(predictor.model.parameters()).dtype == torch.float32
+    assert predictor.padded
+    assert predictor.pass_dtype == (torch.bfloat16 if native_bfloat16() else torch.float32)
+
+
+def test_bfloat16_probabilities_stay_close_to_float32(checkpoints: dict[str, Path]) -> None:
+    checkpoint = load_checkpoint(checkpoints["lstm"])
+    half = Predictor(checkpoint, dtype=torch.bfloat16, torchscript=True)
+    full = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.float32, torchscript=True)
+    rng = random.Random(1)
+    usable = range(2, len(full.vocab))
+    pool = [[rng.choice(usable) for _ in range(rng.randint(1, 60))] for _ in range(64)]
+    for a, b in zip(half.predict_ids(pool), full.predict_ids(pool), strict=True):
+        for label, p in b.probabilities.items():
+            assert abs(a.probabilities[label] - p) <= BFLOAT16_TOLERANCE
+        assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_bfloat16_falls_back_to_float32_without_native_support(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(predictor_module, "native_bfloat16", lambda: False)
+    with caplog.at_level("INFO", logger="app.predictor"):
+        predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.bfloat16)
+    assert predictor.pass_dtype == torch.float32
+    assert "no native bfloat16" in caplog.text
+
+
+def test_bfloat16_falls_back_to_float32_where_rows_are_not_kept_apart(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(predictor_module, "native_bfloat16", lambda: True)
+    checked: list[torch.dtype] = []
+
+    def independent(self: Predictor) -> bool:
+        checked.append(self.pass_dtype)
+        return self.pass_dtype != torch.bfloat16
+
+    monkeypatch.setattr(Predictor, "_rows_independent", independent)
+    predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.bfloat16)
+    assert checked == [torch.bfloat16, torch.float32]
+    assert predictor.pass_dtype == torch.float32
+    assert "bfloat16 results depend on the batch on this machine; predicting in float32" in (
+        caplog.text
+    )
+
+
 def test_unpacked_passes_run_on_few_shapes(checkpoints: dict[str, Path]) -> None:
     # oneDNN caches a kernel per shape (a bounded cache, app.__main__): rows and steps are
     # rounded up to multiples of 4, so everyday batches share a few shapes.
@@ -98,7 +160,7 @@ def test_float32_falls_back_to_float64_where_rows_are_not_kept_apart(
     predictor = Predictor(load_checkpoint(checkpoints["lstm"]), torchscript=True)
     assert predictor.dtype == torch.float64
     assert not predictor.padded
-    assert "serving in float64" in caplog.text
+    assert "predicting in float64" in caplog.text
     alone = [predictor.predict([text])[0] for text in TEXTS]
     assert predictor.predict(TEXTS) == alone
 
@@ -153,6 +215,15 @@ def test_encode_rejects_with_a_reason(
     with pytest.raises(TextRejectedError) as raised:
         predictor.encode(text, **limits)
     assert raised.value.rejection.type == rejection
+    with pytest.raises(TextRejectedError) as raised_too:
+        predictor.encode_ids(text, **limits)  # the prediction path's encoding
+    assert raised_too.value.rejection == raised.value.rejection
+
+
+def test_encode_ids_are_the_encoded_ids(predictor: Predictor) -> None:
+    for text in TEXTS:
+        limits = {"max_chars": 1000, "max_tokens": 1000}
+        assert predictor.encode_ids(text, **limits) == predictor.encode(text, **limits).ids
 
 
 def test_encode_offsets_slice_the_text(predictor: Predictor) -> None:

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message
 
 from app.core.config import Settings
 from app.main import create_app
-from app.predictor import Predictor
+from app.predictor import BFLOAT16_TOLERANCE, Predictor
 from app.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
 from app.streaming import (
     FORMAT_VERSION,
@@ -96,6 +96,9 @@ async def started(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ASGIApp]]:
     """The app for `kind`, its lifespan run: an HTTP client and the ASGI app (for WebSockets)."""
     overrides.setdefault("stream_secret", SECRET)
+    # The stream's continuity is checked against a float32 /predict pass, to float32's
+    # precision; a bfloat16 pass agrees to its own (test_a_bfloat16_pass_...).
+    overrides.setdefault("inference_dtype", "float32")
     app = create_app(make_settings(kind, **overrides))
     async with (
         LifespanManager(app) as manager,
@@ -242,6 +245,18 @@ async def test_pieces_end_where_predict_does(make_settings: Any, kind: str, patt
         assert len(update["steps"]) == len(update["tokens"])
         assert len(update["pending_steps"]) == len(update["pending"])
         StreamResponse.model_validate(update)
+
+
+@pytest.mark.anyio
+async def test_a_bfloat16_pass_agrees_with_the_stream_to_its_precision(make_settings: Any) -> None:
+    # The stream reads in float32; /predict's batched pass here in bfloat16 (where native).
+    async with started(make_settings, "lstm", inference_dtype="bfloat16") as (client, _):
+        one_shot = (await client.post("/predict", json={"text": TEXT})).json()
+        updates = await stream_pieces(client, cuts(TEXT, "at-spaces"))
+    streamed = updates[-1]["prediction"]["probabilities"]
+    assert streamed.keys() == one_shot["probabilities"].keys()
+    for label, p in one_shot["probabilities"].items():
+        assert abs(streamed[label] - p) <= BFLOAT16_TOLERANCE
 
 
 @pytest.mark.anyio
