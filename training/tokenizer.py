@@ -197,19 +197,36 @@ def token_norms(text: str) -> list[str]:
     """`[token.norm for token in tokenize(text)]` without making the tokens: all a prediction
     needs. `str.split()` cuts where `_PIECE` does (both split at `str.isspace` characters),
     and a piece is scanned on its own, which the pattern's lookarounds cannot tell from
-    scanning it in place (whitespace and a text's ends look alike to them)."""
+    scanning it in place (whitespace and a text's ends look alike to them). A word with one
+    of `_TRAILING` after it (most pieces that are not a plain word) is that word and that
+    mark, its own norm (`punct` or `bang`), without the pattern."""
     norms: list[str] = []
     for piece in text.split():
         if piece.isalpha() and _LAUGH.fullmatch(piece) is None:
-            lowered = piece.lower()
-            stem = NEGATION_FORMS.get(lowered)
-            if stem is None:
-                norms.append(lowered)
-            else:
-                norms += (stem, "not")
+            _add_word_norms(norms, piece)
+        elif (
+            piece[-1] in _TRAILING
+            and (word := piece[:-1]).isalpha()
+            and _LAUGH.fullmatch(word) is None
+        ):
+            _add_word_norms(norms, word)
+            norms.append(piece[-1])
         else:
             norms += [token.norm for token in scan(piece)]
     return norms
+
+
+_TRAILING = frozenset(".,!?")
+
+
+def _add_word_norms(norms: list[str], word: str) -> None:
+    """`_add_word`'s norms."""
+    lowered = word.lower()
+    stem = NEGATION_FORMS.get(lowered)
+    if stem is None:
+        norms.append(lowered)
+    else:
+        norms += (stem, "not")
 
 
 def scan(text: str) -> list[Token]:
