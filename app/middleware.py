@@ -22,7 +22,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.logging import request_id_var
+from app.core.logging import log_info_line, request_id_var
 from app.errors import BodyTimeout, BodyTooLarge, error_body
 from app.fast_path import PATH as FAST_PATH
 from app.fast_path import PredictFastPath
@@ -142,15 +142,13 @@ class RequestMiddleware:
         method = scope["method"]
         self.metrics.observe_request(template, method, status, elapsed)
         if self.access_log:
-            access_logger.info(
-                "%s %s %d %.2fms",
-                method,
-                scope["path"],
-                status,
-                elapsed * 1000,
-                extra={
+            path = scope["path"]
+            log_info_line(
+                access_logger,
+                f"{method} {path} {status} {elapsed * 1000:.2f}ms",
+                {
                     "method": method,
-                    "path": scope["path"],
+                    "path": path,
                     "route": template,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),

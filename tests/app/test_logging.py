@@ -11,7 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.core.logging import JsonFormatter, LoopBatchingHandler, request_id_var
+from app.core.logging import (
+    JsonFormatter,
+    LoopBatchingHandler,
+    TextFormatter,
+    log_info_line,
+    request_id_var,
+)
 
 
 class CountingStream(io.StringIO):
@@ -149,3 +155,63 @@ def test_a_line_names_its_request_and_keeps_what_orjson_cannot_encode(
     assert line["thing"] == str(object)
     assert line["text"] == "ünï 👍"
     assert line["logger"] == "tests.logging"
+
+
+FIELDS = {"method": "POST", "path": "/p%d", "status": 200, "duration_ms": 0.5, "big": 2**70}
+
+
+def test_a_direct_line_is_the_line_logging_writes(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+) -> None:
+    logger, stream, _ = logged
+    token = request_id_var.set("req-2")
+    try:
+        log_info_line(logger, "POST /p%d 200", FIELDS)
+        logger.info("POST /p%d 200", extra=FIELDS)
+    finally:
+        request_id_var.reset(token)
+    direct, logged_line = lines(stream)
+    assert direct.pop("time") <= logged_line.pop("time")  # both ISO, UTC, milliseconds
+    assert list(direct) == list(logged_line)  # same fields, same order
+    assert direct == logged_line
+    assert direct["request_id"] == "req-2"
+    assert direct["big"] == 2**70
+
+
+@pytest.mark.parametrize("setup", ["second-handler", "text-format", "filtered", "warning"])
+def test_a_direct_line_goes_through_logging_when_anything_else_could_see_it(
+    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler], setup: str
+) -> None:
+    logger, stream, handler = logged
+    seen: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    capture = Capture()
+    if setup == "second-handler":
+        logger.addHandler(capture)
+    elif setup == "text-format":
+        handler.setFormatter(TextFormatter())
+    elif setup == "filtered":
+        logger.addFilter(lambda record: not record.getMessage().startswith("secret"))
+    else:
+        logger.setLevel(logging.WARNING)
+    try:
+        log_info_line(logger, "secret line", FIELDS)
+    finally:
+        logger.removeHandler(capture)
+        logger.filters.clear()
+        handler.setFormatter(JsonFormatter())
+        logger.setLevel(logging.INFO)
+    written = stream.getvalue()
+    if setup == "second-handler":
+        assert [record.getMessage() for record in seen] == ["secret line"]
+        assert json.loads(written)["message"] == "secret line"
+    elif setup == "text-format":
+        assert "INFO" in written
+        assert "secret line" in written
+        assert not written.startswith("{")
+    else:
+        assert written == ""
