@@ -37,7 +37,8 @@ the recurrent state. The rest (the tail) is kept in the state as text, and is al
 a copy of the state, to give the prediction "if the text ended here". When the last piece is
 sent with `final`, the tail is read for good and the stream is closed: every update's
 `prediction` is `/predict`'s for the text so far, and the last one that of the whole text (to
-about 1e-7 in float32: a stream reads one text at a time, `/predict` at least four rows).
+about 1e-7 when `/predict` runs in float32: a stream reads one text at a time, `/predict` at
+least four rows; within `BFLOAT16_TOLERANCE` under a bfloat16 pass, which streams do not use).
 
 Secret. `APP_STREAM_SECRET` when set (set the same value on every replica). Otherwise it is
 derived from `APP_API_KEYS` when those are set (shared by replicas that share keys; rotating

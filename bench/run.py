@@ -726,16 +726,18 @@ def main() -> int:
 def cpu_paths_markdown(data: dict[str, Any]) -> str:
     lines = [
         "| bare model (1 thread) | batch 1 ms | batch 64 ms | texts/s at 64 | identical alone vs "
-        "batched | test accuracy | macro-F1 |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "batched | test accuracy | macro-F1 | max abs. diff. from float32 |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in data["variants"]:
         acc = row.get("accuracy")
         f1 = row.get("macro_f1")
+        diff = row.get("max_abs_diff_vs_float32")
         lines.append(
             f"| {row['name']} | {row['batch1_ms']:.3f} | {row['batch64_ms']:.2f} "
             f"| {64 / row['batch64_ms'] * 1000:,.0f} | {'yes' if row['batch_invariant'] else 'no'} "
-            f"| {'-' if acc is None else f'{acc:.4f}'} | {'-' if f1 is None else f'{f1:.4f}'} |"
+            f"| {'-' if acc is None else f'{acc:.4f}'} | {'-' if f1 is None else f'{f1:.4f}'} "
+            f"| {'-' if diff is None else f'{diff:.1e}'} |"
         )
     return "\n".join(lines)
 
