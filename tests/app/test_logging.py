@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -44,6 +45,16 @@ def logged() -> Iterator[tuple[logging.Logger, CountingStream, LoopBatchingHandl
     yield logger, stream, handler
     logger.removeHandler(handler)
     logger.propagate = True
+
+
+@contextmanager
+def request_id(value: str) -> Iterator[None]:
+    """Lines logged inside belong to request `value`."""
+    token = request_id_var.set(value)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -144,11 +155,8 @@ def test_a_line_names_its_request_and_keeps_what_orjson_cannot_encode(
     logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
 ) -> None:
     logger, stream, _ = logged
-    token = request_id_var.set("req-1")
-    try:
+    with request_id("req-1"):
         logger.info("odd values", extra={"big": 2**70, "thing": object, "text": "ünï 👍"})
-    finally:
-        request_id_var.reset(token)
     (line,) = lines(stream)
     assert line["request_id"] == "req-1"
     assert line["big"] == 2**70
@@ -164,12 +172,9 @@ def test_a_direct_line_is_the_line_logging_writes(
     logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
 ) -> None:
     logger, stream, _ = logged
-    token = request_id_var.set("req-2")
-    try:
+    with request_id("req-2"):
         log_info_line(logger, "POST /p%d 200", FIELDS)
         logger.info("POST /p%d 200", extra=FIELDS)
-    finally:
-        request_id_var.reset(token)
     direct, logged_line = lines(stream)
     assert direct.pop("time") <= logged_line.pop("time")  # both ISO, UTC, milliseconds
     assert list(direct) == list(logged_line)  # same fields, same order
