@@ -115,9 +115,14 @@ def check_stream(base: str) -> None:
     status, _, whole = call(base, "/predict", {"text": STREAM_TEXT})
     if status != 200:
         sys.exit(f"stream: /predict answered {status}: {whole}")
+    status, _, card = call(base, "/model")
+    if status != 200:
+        sys.exit(f"stream: /model answered {status}: {card}")
+    # A stream reads in float32; /predict may run in bfloat16: the service says how close.
+    tolerance = card["inference"]["stream_tolerance"]
     streamed = final["prediction"]
     same = streamed["label"] == whole["label"] and all(
-        math.isclose(streamed["probabilities"][label], p, rel_tol=0, abs_tol=1e-6)
+        math.isclose(streamed["probabilities"][label], p, rel_tol=0, abs_tol=tolerance)
         for label, p in whole["probabilities"].items()
     )
     print(

@@ -116,6 +116,15 @@ PADDED_SHAPE_STEP = 4
 # of the recurrence; on the default model's test split the largest difference measured was
 # 0.0052 (median 0.0002), and no label changed (`bench/cpu_paths.py`).
 BFLOAT16_TOLERANCE = 0.01
+# ...and how far a stream's (or a trace's step's) probabilities may be from /predict's when both
+# compute in float32 (about 1e-7 measured: a stream reads one row, /predict at least four).
+FLOAT_TOLERANCE = 1e-5
+
+
+def stream_tolerance(pass_dtype: torch.dtype) -> float:
+    """How far a stream's probabilities may be from those of a /predict pass in `pass_dtype`."""
+    return BFLOAT16_TOLERANCE if pass_dtype == torch.bfloat16 else FLOAT_TOLERANCE
+
 
 # A unit with |h| above this is pinned near tanh's (or the LSTM output's) bound of 1: it has
 # stopped responding to its input for now.
@@ -155,8 +164,8 @@ class Predictor:
             fallback = torch.float32 if dtype == torch.bfloat16 else torch.float64
             logger.warning(
                 "%s results depend on the batch on this machine; predicting in %s",
-                _name(dtype),
-                _name(fallback),
+                dtype_name(dtype),
+                dtype_name(fallback),
             )
             self._use(fallback, torchscript)
             if self.padded and not self._rows_independent():
@@ -422,7 +431,8 @@ def native_bfloat16() -> bool:
     )
 
 
-def _name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32."""
     return str(dtype).removeprefix("torch.")
 
 

@@ -332,6 +332,24 @@ class VocabularyInfo(BaseModel):
     )
 
 
+class InferenceInfo(BaseModel):
+    """How this server computes, after any fallback at load (`APP_INFERENCE_DTYPE`)."""
+
+    predict_dtype: Literal["bfloat16", "float32", "float64"] = Field(
+        description="The dtype of /predict's batched pass (also /hidden-states' `prediction`)."
+    )
+    state_dtype: Literal["float32", "float64"] = Field(
+        description="The dtype of /hidden-states' states and steps, /stream and /explain."
+    )
+    stream_tolerance: float = Field(
+        description=(
+            "How far a probability from /stream (or a /hidden-states step) may be from "
+            "/predict's for the same text: float rounding in float32 or float64, wider when "
+            "/predict runs in bfloat16."
+        )
+    )
+
+
 class ModelCardResponse(BaseModel):
     """What is being served: architecture, labels, vocabulary, metrics, provenance."""
 
@@ -345,6 +363,7 @@ class ModelCardResponse(BaseModel):
     metrics: dict[str, Any] | None = Field(description="Held-out metrics from the model card.")
     card: dict[str, Any] = Field(description="The checkpoint's model card as written by training.")
     limits: Limits
+    inference: InferenceInfo
 
 
 class ErrorDetail(BaseModel):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from run import read_sentences  # noqa: E402 - bench/run.py, beside this script
 
-from app.predictor import Predictor  # noqa: E402
+from app.predictor import Predictor, dtype_name  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_default_corpus, stratified_split  # noqa: E402
@@ -68,7 +68,7 @@ def variants(model_dir: Path) -> dict[str, tuple[Probabilities, str]]:
 
 
 def _dtype(predictor: Predictor) -> str:
-    name = str(predictor.pass_dtype).removeprefix("torch.")
+    name = dtype_name(predictor.pass_dtype)
     return f"{name} {'unpacked' if predictor.padded else 'packed'}"
 
 

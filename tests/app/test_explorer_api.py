@@ -17,7 +17,7 @@ import pytest
 
 from app.api.routes.explorer import CONTENT_SECURITY_POLICY
 from app.main import create_app
-from app.predictor import SATURATION_THRESHOLD
+from app.predictor import BFLOAT16_TOLERANCE, SATURATION_THRESHOLD, native_bfloat16
 from app.schemas import ErrorResponse
 from tests.conftest import CHECKPOINT_KINDS, build_checkpoint
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -99,6 +99,29 @@ async def test_tokenize_limits(serve: Any) -> None:
 
 
 # --- GET /model ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "predict_dtype", "state_dtype"),
+    [
+        ("lstm", "bfloat16", "bfloat16", "float32"),
+        ("lstm", "float32", "float32", "float32"),
+        ("lstm", "float64", "float64", "float64"),
+        ("gru", "bfloat16", "float64", "float64"),  # other cells always run in float64
+    ],
+)
+async def test_model_card_says_how_the_server_computes(
+    serve: Any, kind: str, setting: str, predict_dtype: str, state_dtype: str
+) -> None:
+    async with serve(kind, inference_dtype=setting) as client:
+        inference = (await client.get("/model")).json()["inference"]
+    if predict_dtype == "bfloat16" and not native_bfloat16():
+        predict_dtype = "float32"  # the documented fallback on CPUs without it
+    assert inference == {
+        "predict_dtype": predict_dtype,
+        "state_dtype": state_dtype,
+        "stream_tolerance": BFLOAT16_TOLERANCE if predict_dtype == "bfloat16" else 1e-5,
+    }
 
 
 async def test_model_card_vocabulary_and_limits(serve: Any, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
 from app.errors import error_responses
-from app.schemas import Architecture, Limits, ModelCardResponse, VocabularyInfo
+from app.predictor import dtype_name, stream_tolerance
+from app.schemas import Architecture, InferenceInfo, Limits, ModelCardResponse, VocabularyInfo
 
 router = APIRouter(tags=["model"])
 
@@ -48,6 +49,11 @@ async def model_card(runtime: RuntimeDep) -> ModelCardResponse:
             max_response_bytes=settings.max_response_bytes,
             max_explain_tokens=settings.max_explain_tokens,
             max_ig_steps=settings.max_ig_steps,
+        ),
+        inference=InferenceInfo(
+            predict_dtype=dtype_name(predictor.pass_dtype),
+            state_dtype=dtype_name(predictor.dtype),
+            stream_tolerance=stream_tolerance(predictor.pass_dtype),
         ),
     )
 
