@@ -160,17 +160,16 @@ class Predictor:
             logger.info("this CPU has no native bfloat16: predictions run in float32")
             dtype = torch.float32
         self._use(dtype, torchscript)
-        if self.padded and not self._rows_independent():
-            fallback = torch.float32 if dtype == torch.bfloat16 else torch.float64
+        # Down the chain bfloat16 -> float32 -> float64 until rows are kept apart; float64
+        # runs packed and needs no check (module doc).
+        while self.padded and not self._rows_independent():
+            fallback = torch.float32 if self.pass_dtype == torch.bfloat16 else torch.float64
             logger.warning(
                 "%s results depend on the batch on this machine; predicting in %s",
-                dtype_name(dtype),
+                dtype_name(self.pass_dtype),
                 dtype_name(fallback),
             )
             self._use(fallback, torchscript)
-            if self.padded and not self._rows_independent():
-                logger.warning("float32 results depend on the batch too; predicting in float64")
-                self._use(torch.float64, torchscript)
 
     def _use(self, pass_dtype: torch.dtype, torchscript: bool) -> None:
         """Predict in `pass_dtype`: bfloat16 or float32 unpacked, float64 packed (module doc).
@@ -197,7 +196,7 @@ class Predictor:
 
     def _rows_independent(self) -> bool:
         """Whether a few texts get the same probabilities alone and in two different batches:
-        the property the float32 path relies on, checked on this machine's kernels."""
+        the property an unpacked pass relies on, checked on this machine's kernels."""
         usable = max(1, len(self.vocab) - 2)
         probe = [
             [(7 * i + 3 * j) % usable + 2 for j in range(n)]

@@ -136,6 +136,22 @@ def test_bfloat16_falls_back_to_float32_where_rows_are_not_kept_apart(
     )
 
 
+def test_bfloat16_falls_down_to_float64_where_no_unpacked_pass_keeps_rows_apart(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(predictor_module, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(Predictor, "_rows_independent", lambda self: False)
+    predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.bfloat16)
+    assert predictor.pass_dtype == torch.float64
+    assert not predictor.padded
+    assert "bfloat16 results depend on the batch on this machine; predicting in float32" in (
+        caplog.text
+    )
+    assert "float32 results depend on the batch on this machine; predicting in float64" in (
+        caplog.text
+    )
+
+
 def test_unpacked_passes_run_on_few_shapes(checkpoints: dict[str, Path]) -> None:
     # oneDNN caches a kernel per shape (a bounded cache, app.__main__): rows and steps are
     # rounded up to multiples of 4, so everyday batches share a few shapes.
