@@ -8,11 +8,12 @@ The server's own address (`HOST`, `PORT`, `WORKERS`) is read without the prefix 
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
         description=(
             "Longest wait for the next piece of a request body; past it, 408 and the "
             "connection is closed (a slow or stalled client cannot hold a request open)."
+        ),
+    )
+    body_deadline_s: float = Field(
+        60.0,
+        gt=0.0,
+        description=(
+            "Longest time a whole request body may take to arrive, however it trickles in; "
+            "past it, 408 and the connection is closed."
         ),
     )
     header_timeout_s: float = Field(
@@ -92,7 +101,27 @@ class Settings(BaseSettings):
         ),
     )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Comma-separated origins allowed by CORS; empty: no CORS headers."
+        (),
+        description=(
+            "Comma-separated origins allowed by CORS, and the only origins a browser may open "
+            "/stream/ws from; empty: no CORS headers, and browsers may open /stream/ws only "
+            "from the service's own origin."
+        ),
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Comma-separated addresses or networks (CIDR) of the proxies in front of the "
+            "service. A request from one of them is attributed to the client named in its "
+            "X-Forwarded-For (for rate limits and logs); empty: forwarded headers are ignored."
+        ),
+    )
+    metrics_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Comma-separated keys for GET /metrics; when set, a scraper must send "
+            "'Authorization: Bearer <key>'. Empty: /metrics is open."
+        ),
     )
 
     # Reloading the checkpoint at model_dir in place (see app/serving.py).
@@ -198,27 +227,72 @@ class Settings(BaseSettings):
     stream_ws_idle_timeout_s: float = Field(
         300.0, gt=0.0, description="/stream/ws connections silent this long are closed (1001)."
     )
+    stream_ws_max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open /stream/ws connections per worker; past it, new ones are closed (1013).",
+    )
+    stream_ws_auth_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        description=(
+            "With API keys set, a /stream/ws connection must authenticate within this time "
+            "or is closed (1008)."
+        ),
+    )
 
     @field_validator("stream_secret")
     @classmethod
-    def _long_stream_secret(cls, secret: SecretStr | None) -> SecretStr | None:
-        if secret is not None and len(secret.get_secret_value()) < 16:
-            raise ValueError("APP_STREAM_SECRET must have 16 or more characters")
+    def _strong_stream_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            _check_secret(secret.get_secret_value(), "APP_STREAM_SECRET")
         return secret
 
-    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
+    @field_validator(
+        "api_keys", "admin_keys", "metrics_keys", "cors_origins", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
 
-    @field_validator("api_keys", "admin_keys")
+    @field_validator("api_keys", "admin_keys", "metrics_keys")
     @classmethod
-    def _no_blank_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    def _strong_keys(
+        cls, keys: tuple[SecretStr, ...], info: ValidationInfo
+    ) -> tuple[SecretStr, ...]:
+        setting = f"APP_{(info.field_name or '').upper()}"
         for key in keys:
             secret = key.get_secret_value()
-            if len(secret) < 8 or not (secret.isascii() and secret.isprintable()) or " " in secret:
-                raise ValueError("each key must be 8 or more printable ASCII non-space chars")
+            if not (secret.isascii() and secret.isprintable()) or " " in secret:
+                raise ValueError(f"each key in {setting} must be printable ASCII without spaces")
+            _check_secret(secret, setting)
         return keys
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"APP_TRUSTED_PROXIES: {proxy!r} is not an IP address or network"
+                ) from None
+        return proxies
+
+
+# Values that ship in examples and templates: a deployment that kept one has no secret at all.
+PLACEHOLDER_MARKS = ("change-me", "changeme", "example")
+MIN_SECRET_CHARS = 16
+
+
+def _check_secret(secret: str, setting: str) -> None:
+    """Refuse a key or secret that is short or still a placeholder (ValueError naming it)."""
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(f"{setting}: each value needs {MIN_SECRET_CHARS} or more characters")
+    lowered = secret.lower()
+    if any(mark in lowered for mark in PLACEHOLDER_MARKS):
+        raise ValueError(f"{setting}: a placeholder value is not a secret; generate a real one")
 
 
 class ServerSettings(BaseSettings):
