@@ -7,8 +7,9 @@ worker process loads its own copy of the model: budget memory per worker.
 With `WORKERS` > 1 a gunicorn arbiter supervises uvicorn workers, each on its own
 SO_REUSEPORT socket so connections are spread evenly (see `app.server`).
 
-Exits non-zero when the app cannot start (for example a broken checkpoint), also with several
-workers.
+Exits with status 2 and one line on stderr per invalid setting (naming its variable) before
+anything is loaded; non-zero as well when the app cannot start (for example a broken
+checkpoint), also with several workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from typing import TypeVar
 
 # SIGHUP reloads the model once the app runs (app.serving); until then, while torch and the
 # app are imported and the model loads, it is ignored rather than fatal (its default action).
@@ -29,6 +31,7 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
 from pydantic import ValidationError  # noqa: E402 - after the signal disposition above
+from pydantic_settings import BaseSettings  # noqa: E402
 
 from app.core.config import ServerSettings, Settings  # noqa: E402
 from app.core.logging import configure_logging  # noqa: E402
@@ -38,15 +41,44 @@ APP = "app.main:app"
 # first imported, which picks its multi-process mode then; so app.server, which imports it
 # (and the app, preloaded before the workers fork), is imported only after.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PROG = "rnn-sentiment"
+# Exit status for settings that fail validation (the usual one for a usage error): nothing has
+# been loaded or started yet, so a supervisor restarting the process cannot help.
+INVALID_SETTINGS = 2
+
+_Model = TypeVar("_Model", bound=BaseSettings)
+
+
+def _validated(model: type[_Model], problems: dict[str, list[str]]) -> _Model | None:
+    """`model()` read from the environment, or None with each problem added under its variable.
+
+    pydantic's own report spans several lines per error and repeats the rejected input, which
+    for a key or secret is the credential itself: log shippers would keep it. Only the
+    variable's name and the validator's message are kept, never the value.
+    """
+    try:
+        return model()
+    except ValidationError as error:
+        prefix = str(model.model_config.get("env_prefix") or "")
+        for item in error.errors(include_url=False, include_context=False, include_input=False):
+            loc = item["loc"]
+            name = f"{prefix}{loc[0]}".upper() if loc else model.__name__
+            message = item["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
+            message = " ".join(message.split())  # one line, whatever the validator wrote
+            if message not in problems.setdefault(name, []):
+                problems[name].append(message)
+        return None
 
 
 def main() -> int:
-    try:
-        server = ServerSettings()
-        settings = Settings()
-    except ValidationError as error:
-        print(f"invalid settings:\n{error}", file=sys.stderr)
-        return 2
+    # Both models are validated before either is used, so one run reports every bad setting.
+    problems: dict[str, list[str]] = {}
+    server = _validated(ServerSettings, problems)
+    settings = _validated(Settings, problems)
+    if server is None or settings is None:
+        for name, messages in problems.items():
+            print(f"{PROG}: invalid setting {name}: {'; '.join(messages)}", file=sys.stderr)
+        return INVALID_SETTINGS
     configure_logging(settings.log_level, settings.log_format)
     own_dir, arbiter_pid = None, os.getpid()
     if server.workers > 1 and not os.environ.get(MULTIPROC_ENV):
