@@ -14,7 +14,7 @@ from app.fast_path import PredictFastPath
 
 pytestmark = pytest.mark.anyio
 
-KEY = "first-key-123"
+KEY = "first-key-1234567890"
 JSON = {"content-type": "application/json"}
 
 
@@ -158,7 +158,7 @@ class TestApiKeys:
     async def test_a_valid_key_is_answered_by_the_fast_path(
         self, serve: Callable[..., Any], fast_path_calls: list[bool]
     ) -> None:
-        async with serve("lstm", api_keys=f"{KEY},second-key-456") as client:
+        async with serve("lstm", api_keys=f"{KEY},second-key-4567890123") as client:
             response = await client.post(
                 "/predict", json={"text": "hi"}, headers={"authorization": f"Bearer {KEY}"}
             )
