@@ -461,8 +461,8 @@ async def test_explain_deadline_is_503(serve: Any) -> None:
 
 
 async def test_new_routes_need_a_key_when_keys_are_set(serve: Any) -> None:
-    key = {"authorization": "Bearer first-key-123"}
-    async with serve("rnn", api_keys="first-key-123") as client:
+    key = {"authorization": "Bearer first-key-1234567890"}
+    async with serve("rnn", api_keys="first-key-1234567890") as client:
         for path in ("/tokenize", "/explain", "/hidden-states"):
             refused = await client.post(path, json={"text": "hi"})
             assert_error(refused, 401, "unauthorized")
