@@ -104,7 +104,7 @@ async def test_limits_in_the_schema_are_those_enforced(serve: Any) -> None:
 
 async def test_security_scheme_only_with_api_keys(serve: Any, schema: dict[str, Any]) -> None:
     assert "securitySchemes" not in schema.get("components", {})
-    async with serve("rnn", api_keys="some-long-key") as client:
+    async with serve("rnn", api_keys="some-long-key-0123456789") as client:
         secured = (await client.get("/openapi.json")).json()
     assert secured["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     assert secured["paths"]["/predict"]["post"]["security"] == [{"ApiKey": []}]
