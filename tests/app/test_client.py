@@ -306,14 +306,14 @@ def uvicorn_server(model_dir: Path, log: Path, **settings: str) -> Iterator[str]
 @pytest.fixture(scope="module")
 def server(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("client-server") / "uvicorn.log"
-    settings = {"APP_STREAM_SECRET": SECRET, "APP_API_KEYS": "client-key-1"}
+    settings = {"APP_STREAM_SECRET": SECRET, "APP_API_KEYS": "client-key-0123456789"}
     with uvicorn_server(checkpoints["gru"], log, **settings) as base_url:
         yield base_url
 
 
 @pytest.mark.slow
 def test_sync_client_against_a_real_server(server: str) -> None:
-    with SentimentClient(server, api_key="client-key-1") as client:
+    with SentimentClient(server, api_key="client-key-0123456789") as client:
         ready = client.wait_ready(timeout_s=5)
         single = client.predict(TEXT)
         batch = client.predict([TEXT, "fine"])
@@ -364,14 +364,14 @@ def test_websocket_against_a_real_server(server: str) -> None:
     from websockets.sync.client import connect
 
     url = server.replace("http://", "ws://") + "/stream/ws"
-    with connect(url, additional_headers={"Authorization": "Bearer client-key-1"}) as ws:
+    with connect(url, additional_headers={"Authorization": "Bearer client-key-0123456789"}) as ws:
         ws.send(json.dumps({"text": "The food was gre"}))
         first = json.loads(ws.recv())
         ws.send(json.dumps({"text": "at", "state": first["state"], "final": True}))
         last = json.loads(ws.recv())
     assert [token["text"] for token in last["tokens"]] == ["great"]
     with connect(url) as ws:
-        ws.send(json.dumps({"api_key": "client-key-1"}))
+        ws.send(json.dumps({"api_key": "client-key-0123456789"}))
         assert json.loads(ws.recv()) == {"authenticated": True}
         ws.send(b"binary")
         refusal = json.loads(ws.recv())
@@ -390,7 +390,7 @@ def run_cli(server: str, *args: str, stdin: str = "") -> tuple[int, str, str]:
         input=stdin,
         capture_output=True,
         text=True,
-        env={**os.environ, "RNN_SENTIMENT_API_KEY": "client-key-1"},
+        env={**os.environ, "RNN_SENTIMENT_API_KEY": "client-key-0123456789"},
         timeout=60,
     )
     return result.returncode, result.stdout, result.stderr
