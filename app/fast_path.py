@@ -6,11 +6,12 @@ dependency solving, body parsing into Python objects and validating them, valida
 response again and serialising it, and the middleware layers around all that. For the request
 that makes up nearly all the traffic (a valid JSON body, from an authorised client, while the
 model is ready) this module does only what the answer needs: read the body, validate it with
-the same `PredictRequest` model straight from JSON bytes, predict through the same
+the same `PredictRequest` model straight from JSON bytes, check the caller with the same
+`Gate` as the routes (`app.security`: key, then rate limit), predict through the same
 `Runtime.predict`, and write the JSON with orjson.
 
 Anything it is not sure about goes to FastAPI unchanged, with the body replayed: a body that
-does not validate, a content type that is not JSON, an API key it cannot confirm, a CORS
+does not validate, a content type that is not JSON, a caller without a valid key, a CORS
 request, a model that is not ready. So every error keeps its exact status, shape and message;
 `ApiError`s raised while predicting (a text over a limit, 503 overloaded) are rendered by the
 same `error_response` as FastAPI's exception handler uses. The request middleware
@@ -20,17 +21,17 @@ same `error_response` as FastAPI's exception handler uses. The request middlewar
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import ApiError, error_response
 from app.runtime import Runtime
 from app.schemas import PredictRequest
+from app.security import Gate, is_json
 
 PATH = "/predict"
 _JSON_HEADERS = (b"content-type", b"application/json")
@@ -39,11 +40,8 @@ _JSON_HEADERS = (b"content-type", b"application/json")
 class PredictFastPath:
     """Answers well-formed POST /predict requests; hands back anything else (see module doc)."""
 
-    def __init__(self, *, api_keys: Sequence[SecretStr] = (), cors: bool = False) -> None:
-        # The exact header a key-holding client sends; anything else is FastAPI's to judge.
-        self._authorizations = [
-            b"Bearer " + key.get_secret_value().encode("utf-8") for key in api_keys
-        ]
+    def __init__(self, gate: Gate, *, cors: bool = False) -> None:
+        self._gate = gate
         self._cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
@@ -51,6 +49,10 @@ class PredictFastPath:
         runtime: Runtime | None = scope.get("state", {}).get("runtime")
         if runtime is None or not runtime.ready or not self._headers_ok(scope["headers"]):
             return receive
+        try:
+            caller = self._gate.caller(scope["headers"], scope.get("client"))
+        except ApiError:
+            return receive  # FastAPI refuses it, in its own order of checks
         messages: list[Message] = []
         chunks: list[bytes] = []
         while True:
@@ -66,6 +68,7 @@ class PredictFastPath:
         except ValidationError:
             return _replay(messages, receive)
         try:
+            self._gate.admit(caller)
             if request.text is not None:
                 (only,) = await runtime.predict([request.text], field="text")
                 answer: dict[str, Any] = {
@@ -101,31 +104,14 @@ class PredictFastPath:
         return None
 
     def _headers_ok(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        content_type = authorization = None
+        content_type = None
         for name, value in headers:
             # The first of repeated headers counts, as in Starlette's `Headers.get`.
             if name == b"content-type" and content_type is None:
                 content_type = value
-            elif name == b"authorization" and authorization is None:
-                authorization = value
             elif name == b"origin" and self._cors:
                 return False  # CORS requests go through CORSMiddleware
-        if content_type is None:
-            return False
-        media_type = content_type.partition(b";")[0].strip().lower()
-        if media_type != b"application/json" and not (
-            media_type.startswith(b"application/") and media_type.endswith(b"+json")
-        ):
-            return False
-        if not self._authorizations:
-            return True
-        if authorization is None:
-            return False
-        # Compared with every key, so the timing tells neither a key nor which one matched.
-        matched = False
-        for expected in self._authorizations:
-            matched |= hmac.compare_digest(authorization, expected)
-        return matched
+        return is_json(content_type)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

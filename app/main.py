@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app.api.deps import api_key_auth, rate_limit
+from app.api.deps import guarded
 from app.api.routes import (
     admin,
     docs,
@@ -48,6 +49,7 @@ from app.fast_path import PredictFastPath
 from app.metrics import Metrics
 from app.middleware import RequestMiddleware
 from app.ratelimit import RateLimiter
+from app.security import Gate, KeyRing
 from app.serving import ModelSlot
 from app.streaming import stream_secret
 
@@ -93,12 +95,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    # POST /predict's fast path (app.fast_path) checks API keys itself and is turned off below
-    # when any other guard applies: a new guard here must be added to that condition too.
-    guards = [Depends(api_key_auth(settings.api_keys))] if settings.api_keys else []
-    if settings.rate_limit_per_minute is not None:
-        limiter = RateLimiter(settings.rate_limit_per_minute)
-        guards.append(Depends(rate_limit(limiter, by_key=bool(settings.api_keys))))
+    # One gate per family of routes (app.security): the routes, the fast /predict path and the
+    # WebSocket all check callers through the same object.
+    limiter = (
+        RateLimiter(settings.rate_limit_per_minute)
+        if settings.rate_limit_per_minute is not None
+        else None
+    )
+    api_gate = Gate(KeyRing.of(settings.api_keys), limiter)
+    guards = guarded(api_gate)
+    app.state.api_gate = api_gate
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
     app.include_router(model.router, dependencies=guards)
@@ -108,9 +114,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream_routes.ws_router)  # authenticates itself (see its module)
     app.include_router(health.router)
     if settings.admin_keys:
-        admin_guard = api_key_auth(settings.admin_keys, scheme="AdminKey", setting="APP_ADMIN_KEYS")
-        app.include_router(admin.router, dependencies=[Depends(admin_guard)])
-    app.include_router(metrics_route.build_router(metrics))
+        admin_gate = Gate(KeyRing.of(settings.admin_keys))
+        app.include_router(
+            admin.router,
+            dependencies=guarded(admin_gate, scheme="AdminKey", setting="APP_ADMIN_KEYS"),
+        )
+    metrics_gate = Gate(KeyRing.of(settings.metrics_keys))
+    app.include_router(
+        metrics_route.build_router(metrics),
+        dependencies=guarded(metrics_gate, scheme="MetricsKey", setting="APP_METRICS_KEYS"),
+    )
     if settings.docs:
         app.include_router(docs.router)
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -143,14 +156,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        body_deadline_s=settings.body_deadline_s,
+        routes=app.routes,
         access_log=settings.access_log,
         fast_path=(
-            PredictFastPath(api_keys=settings.api_keys, cors=bool(settings.cors_origins))
-            # With a rate limit every request passes the limiter, which lives in FastAPI.
-            if settings.fast_path and settings.rate_limit_per_minute is None
+            PredictFastPath(api_gate, cors=bool(settings.cors_origins))
+            if settings.fast_path
             else None
         ),
     )
+    if settings.trusted_proxies:
+        # Outermost: every layer inside (rate limits, logs) sees the client the proxy names.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     return app
 
 

@@ -1,21 +1,15 @@
-"""Dependencies shared by the routes: the runtime, the JSON body check, the API key check."""
+"""Dependencies shared by the routes: the runtime, the JSON body check, the caller check."""
 
-# No `from __future__ import annotations` here: FastAPI reads these signatures at run time,
-# and `check_api_key` refers to a local (`bearer`) that a string annotation could not name.
+# No `from __future__ import annotations` here: FastAPI reads these signatures at run time.
 
-import hashlib
-import hmac
-import math
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from fastapi.security import HTTPBearer
 
 from app.errors import ApiError, UnavailableError
-from app.ratelimit import RateLimiter
 from app.runtime import Runtime
+from app.security import Gate, is_json
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -51,12 +45,8 @@ def require_json(request: Request) -> None:
         )
         if not has_body:
             return
-    else:
-        media_type = content_type.partition(";")[0].strip().lower()
-        if media_type == "application/json" or (
-            media_type.startswith("application/") and media_type.endswith("+json")
-        ):
-            return
+    elif is_json(content_type.encode("latin-1")):
+        return
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -64,58 +54,22 @@ def require_json(request: Request) -> None:
     )
 
 
-def api_key_auth(
-    keys: Sequence[SecretStr], *, scheme: str = "ApiKey", setting: str = "APP_API_KEYS"
-) -> Callable[..., Awaitable[None]]:
-    """A dependency checking `Authorization: Bearer <key>` against `keys` in constant time.
+def guarded(gate: Gate, *, scheme: str = "ApiKey", setting: str = "APP_API_KEYS") -> list[Any]:
+    """The route dependencies that apply `gate` (`app.security`): nothing when it requires
+    nothing, else its check, plus the bearer scheme that documents it in OpenAPI.
 
-    `scheme` names the security scheme in the OpenAPI document; `setting` is where the keys
+    `scheme` names the security scheme in the OpenAPI document; `setting` is where its keys
     come from (its description)."""
-    expected = [key.get_secret_value().encode("utf-8") for key in keys]
-    bearer = HTTPBearer(
-        auto_error=False, scheme_name=scheme, description=f"One of the keys in {setting}."
-    )
+    if not gate.keys and gate.limiter is None:
+        return []
 
-    async def check_api_key(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> None:
-        offered = credentials.credentials.encode("utf-8") if credentials else b""
-        # Compared with every key, so the timing tells neither a key nor which one matched.
-        matched = False
-        for key in expected:
-            matched |= hmac.compare_digest(offered, key)
-        if not matched:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "A valid API key is required: send 'Authorization: Bearer <key>'.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    async def check_caller(request: Request) -> None:
+        gate.check(request.scope)
 
-    return check_api_key
-
-
-def rate_limit(limiter: RateLimiter, *, by_key: bool) -> Callable[..., Awaitable[None]]:
-    """A dependency taking one request from the client's bucket, or 429 with Retry-After.
-
-    The client is its API key when `by_key` (after `api_key_auth` has checked it; the bucket is
-    named by the key's sha256, never the key), else its address.
-    """
-
-    async def check_rate(request: Request) -> None:
-        if by_key:
-            offered = request.headers.get("authorization", "").encode("utf-8")
-            client = "key:" + hashlib.sha256(offered).hexdigest()
-        else:
-            client = "addr:" + (request.client.host if request.client else "")
-        wait_s = limiter.acquire(client)
-        if wait_s > 0:
-            retry_after = max(1, math.ceil(wait_s))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"Too many requests; retry after {retry_after} seconds.",
-                headers={"Retry-After": str(retry_after)},
-            )
-
-    return check_rate
+    dependencies: list[Any] = [Depends(check_caller)]
+    if gate.keys:
+        bearer = HTTPBearer(
+            auto_error=False, scheme_name=scheme, description=f"One of the keys in {setting}."
+        )
+        dependencies.insert(0, Security(bearer))
+    return dependencies

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from typing import Any
 
 import pytest
 
-import app.api.deps
+import app.security
 from app.ratelimit import RateLimiter
 
 KEY = "s3cret-key-for-the-tests"
@@ -39,8 +40,9 @@ async def test_key_never_reaches_the_logs(
     assert "another-key" not in logged
 
 
-async def test_every_key_is_compared_with_compare_digest(
-    serve: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "fastapi"])
+async def test_every_key_is_compared_as_a_fixed_length_digest(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, fast_path: bool
 ) -> None:
     calls: list[tuple[bytes, bytes]] = []
     compare_digest = hmac.compare_digest
@@ -49,13 +51,39 @@ async def test_every_key_is_compared_with_compare_digest(
         calls.append((offered, expected))
         return compare_digest(offered, expected)
 
-    monkeypatch.setattr(app.api.deps.hmac, "compare_digest", spy)
-    async with serve(api_keys=f"{KEY},{OTHER_KEY}", fast_path=False) as client:
+    monkeypatch.setattr(app.security.hmac, "compare_digest", spy)
+    async with serve(api_keys=f"{KEY},{OTHER_KEY}", fast_path=fast_path) as client:
         response = await client.post(
             "/predict", json={"text": "fine"}, headers={"Authorization": f"Bearer {KEY}"}
         )
     assert response.status_code == 200
-    assert calls == [(KEY.encode(), KEY.encode()), (KEY.encode(), OTHER_KEY.encode())]
+    digest = hashlib.sha256
+    # Keys of different lengths, compared as digests of one length: the time tells no length.
+    assert calls == [
+        (digest(KEY.encode()).digest(), digest(KEY.encode()).digest()),
+        (digest(KEY.encode()).digest(), digest(OTHER_KEY.encode()).digest()),
+    ]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "fastapi"])
+async def test_every_spelling_of_a_key_is_one_key_and_one_bucket(
+    serve: Any, fast_path: bool
+) -> None:
+    spellings = [f"Bearer {KEY}", f"bearer {KEY}", f"BEARER   {KEY}", f"Bearer\t{KEY} "]
+    async with serve(api_keys=KEY, rate_limit_per_minute=4, fast_path=fast_path) as client:
+        statuses = [
+            (
+                await client.post(
+                    "/predict", json={"text": "fine"}, headers={"Authorization": spelling}
+                )
+            ).status_code
+            for spelling in [*spellings, f"bearer {KEY}"]
+        ]
+        wrong = await client.post(
+            "/predict", json={"text": "fine"}, headers={"Authorization": f"Basic {KEY}"}
+        )
+    assert statuses == [200, 200, 200, 200, 429]
+    assert wrong.status_code == 401
 
 
 async def test_rate_limit_per_key(serve: Any) -> None:
@@ -112,4 +140,17 @@ def test_buckets_stay_bounded() -> None:
         limiter.acquire(str(client))
     now[0] = 120.0  # every bucket has refilled
     limiter.acquire("new")
-    assert len(limiter._buckets) == 1
+    assert len(limiter) == 1
+
+
+def test_a_flood_of_new_clients_keeps_the_table_bounded_and_the_busiest_bucket() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2, max_clients=100, clock=lambda: now[0])
+    assert [limiter.acquire("steady") for _ in range(3)][-1] > 0  # its bucket is empty
+    for client in range(10_000):
+        now[0] += 0.0001  # all within the refill time: no bucket has refilled
+        limiter.acquire(f"flood-{client}")
+        if client % 50 == 0:
+            limiter.acquire("steady")  # recently used: not the one evicted
+        assert len(limiter) <= 100
+    assert limiter.acquire("steady") > 0  # still limited: the flood did not reset it
