@@ -90,10 +90,16 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 class BodyTimeout(StarletteHTTPException):
-    """Raised when the next piece of a body does not arrive within the timeout."""
+    """Raised when the next piece of a body does not arrive within the stall timeout, or the
+    whole body within its deadline (`whole`)."""
 
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(408, f"The request body stalled for more than {timeout_s:g} seconds.")
+    def __init__(self, timeout_s: float, *, whole: bool = False) -> None:
+        detail = (
+            f"The request body did not arrive within {timeout_s:g} seconds."
+            if whole
+            else f"The request body stalled for more than {timeout_s:g} seconds."
+        )
+        super().__init__(408, detail)
 
 
 def error_body(

@@ -4,8 +4,9 @@ A plain ASGI middleware (not `BaseHTTPMiddleware`, which costs a task and a stre
 request): it gives each request an id (the client's `X-Request-ID` when it is sane, else a new
 one) and echoes it, refuses bodies over the limit before reading them (by `Content-Length`,
 and by counting streamed bytes when there is none), drops a body that stalls for longer than
-its timeout (408, connection closed), times the request, counts it by route
-template and status, writes one access-log line, and turns any exception that escaped the
+its timeout or takes longer in all than its deadline (408, connection closed), times the
+request, counts it by route template and status (labels from a fixed set: a client cannot
+mint new series), writes one access-log line, and turns any exception that escaped the
 app into the common 500 error shape. It also hands each request (and WebSocket) the model
 served when it arrived (`app.serving`), counted in flight on it until the response is done.
 POST /predict is first offered to the fast path (`app.fast_path`), which answers the common
@@ -19,7 +20,9 @@ import logging
 import random
 import re
 import time
+from collections.abc import Sequence
 
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import log_info_line, request_id_var
@@ -54,9 +57,14 @@ class RequestMiddleware:
         access_log: bool = True,
         fast_path: PredictFastPath | None = None,
         body_timeout_s: float | None = None,
+        body_deadline_s: float | None = None,
+        routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.app = app
         self.body_timeout_s = body_timeout_s
+        self.body_deadline_s = body_deadline_s
+        self.routes = routes
+        self._labels: dict[object, str] | None = None
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -96,7 +104,9 @@ class RequestMiddleware:
             await send(message)
 
         limit = self.max_body_bytes
-        receive_with_limit = _BodyGuard(receive, limit, self.body_timeout_s, scope)
+        receive_with_limit = _BodyGuard(
+            receive, limit, self.body_timeout_s, self.body_deadline_s, scope
+        )
 
         try:
             if content_length is not None and content_length > limit:
@@ -135,10 +145,7 @@ class RequestMiddleware:
         if template is None:
             template = getattr(scope.get("route"), "path", None)
         if template is None:
-            # Plain Starlette routes and mounts (/openapi.json, /static/...) leave no route in
-            # the scope: a path that answered successfully names a real resource (few of
-            # them); anything else is lumped together so clients cannot mint label values.
-            template = scope["path"] if status < 400 else UNMATCHED_ROUTE
+            template = self._label_of(scope.get("endpoint"))
         method = scope["method"]
         self.metrics.observe_request(template, method, status, elapsed)
         if self.access_log:
@@ -155,6 +162,21 @@ class RequestMiddleware:
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
+
+    def _label_of(self, endpoint: object) -> str:
+        """The label of a plain Starlette route or mount (/openapi.json, /static/...), which
+        leave no route in the scope, by the endpoint routing chose: one label per route or
+        mount, and one for everything else (no route matched, CORS preflights)."""
+        if self._labels is None:  # the routes are complete once requests arrive
+            self._labels = {}
+            for route in self.routes:
+                if isinstance(route, Mount):
+                    self._labels[route.app] = route.path + "/{path}"
+                elif isinstance(route, Route):
+                    self._labels[route.endpoint] = route.path
+        if endpoint is None:
+            return UNMATCHED_ROUTE
+        return self._labels.get(endpoint, UNMATCHED_ROUTE)
 
 
 def _take_serving(scope: Scope) -> Runtime | None:
@@ -173,27 +195,60 @@ def _take_serving(scope: Scope) -> Runtime | None:
 
 
 class _BodyGuard:
-    """`receive` that raises `BodyTooLarge` past the limit, `BodyTimeout` when a body stalls."""
+    """`receive` that raises `BodyTooLarge` past the limit, and `BodyTimeout` when a body
+    stalls for `timeout_s` or is still arriving `deadline_s` after the first read: a client
+    trickling a byte at a time cannot keep a request open for ever."""
 
-    __slots__ = ("limit", "pending", "receive", "received", "scope", "timeout_s")
+    __slots__ = (
+        "deadline",
+        "deadline_s",
+        "limit",
+        "pending",
+        "receive",
+        "received",
+        "scope",
+        "timeout_s",
+    )
 
-    def __init__(self, receive: Receive, limit: int, timeout_s: float | None, scope: Scope) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        limit: int,
+        timeout_s: float | None,
+        deadline_s: float | None,
+        scope: Scope,
+    ) -> None:
         self.receive = receive
         self.limit = limit
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
+        self.deadline: float | None = None
         self.scope = scope
         self.received = 0
         self.pending = True
 
+    def _wait_s(self) -> float | None:
+        """How long the next read may wait: the stall timeout, cut to what is left of the
+        deadline; None for no limit."""
+        wait_s = self.timeout_s
+        if self.deadline_s is not None:
+            now = asyncio.get_running_loop().time()
+            if self.deadline is None:
+                self.deadline = now + self.deadline_s
+            left = self.deadline - now
+            wait_s = left if wait_s is None else min(wait_s, left)
+        return wait_s
+
     async def __call__(self) -> Message:
         # No timer for a body the server already holds in full (app.protocol marks it).
-        if self.pending and self.timeout_s is not None and not self.scope.get(BODY_RECEIVED):
+        wait_s = self._wait_s() if self.pending and not self.scope.get(BODY_RECEIVED) else None
+        if wait_s is not None:
             # A client that stops sending its body mid-way is dropped, not waited for.
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(max(wait_s, 0.0)):
                     message = await self.receive()
             except TimeoutError:
-                raise BodyTimeout(self.timeout_s) from None
+                raise self._timed_out() from None
         else:
             message = await self.receive()
         if message["type"] == "http.request":
@@ -202,6 +257,12 @@ class _BodyGuard:
                 raise BodyTooLarge(self.limit)
             self.pending = message.get("more_body", False)
         return message
+
+    def _timed_out(self) -> BodyTimeout:
+        """The error for the limit that ran out: the whole body's deadline, or a stall."""
+        if self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline:
+            return BodyTimeout(self.deadline_s or 0.0, whole=True)
+        return BodyTimeout(self.timeout_s or 0.0)
 
 
 def _read_headers(scope: Scope) -> tuple[str, int | None]:

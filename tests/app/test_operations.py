@@ -65,7 +65,8 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     text = response.text
     assert 'http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
     assert 'http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
-    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"} 2.0' in text
+    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="/static/{path}",status="404"} 1.0' in text
     assert 'http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
     assert 'http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}' in text
     assert "inference_batch_size_bucket" in text

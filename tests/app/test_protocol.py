@@ -175,7 +175,7 @@ async def test_the_scope_says_when_the_whole_body_has_arrived() -> None:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         arrived = bool(scope.get(BODY_RECEIVED))
-        guard = middleware._BodyGuard(receive, 1000, 5.0, scope)
+        guard = middleware._BodyGuard(receive, 1000, 5.0, None, scope)
         body = b""
         while guard.pending:
             body += (await guard())["body"]
@@ -217,7 +217,7 @@ async def test_the_body_guard_arms_a_timer_only_for_a_body_still_on_its_way(
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    await middleware._BodyGuard(receive, 100, 5.0, {BODY_RECEIVED: True})()
+    await middleware._BodyGuard(receive, 100, 5.0, None, {BODY_RECEIVED: True})()
     assert armed == []
-    await middleware._BodyGuard(receive, 100, 5.0, {})()  # another server: no mark
+    await middleware._BodyGuard(receive, 100, 5.0, None, {})()  # another server: no mark
     assert armed == [5.0]
