@@ -22,7 +22,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, ClassVar
+from typing import Any
 
 import uvicorn
 from gunicorn.app.base import BaseApplication
@@ -33,7 +33,7 @@ from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn_worker import UvicornWorker
 
-from app.core.config import ServerSettings
+from app.core.config import ServerSettings, Settings, get_settings
 from app.metrics import MULTIPROC_ENV
 from app.serving import ARBITER_PID_ENV
 
@@ -46,21 +46,34 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "log_config": None,  # the app's own logging (app.core.logging) handles uvicorn's records
     "access_log": False,  # the app writes its own access log, with request ids
     "server_header": False,
+    # Forwarded headers are applied by the app, and only from APP_TRUSTED_PROXIES (app.main);
+    # uvicorn's own default would trust them from 127.0.0.1.
+    "proxy_headers": False,
+    # Compressed WebSocket messages could inflate far past the size they arrive at; messages
+    # are small JSON, so compression buys nothing.
+    "ws_per_message_deflate": False,
     "timeout_graceful_shutdown": 10,
     "timeout_keep_alive": 5,
 }
 GRACEFUL_TIMEOUT_S = 10
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """`UVICORN_OPTIONS` with the limits that come from the app's settings: a WebSocket
+    message larger than the app accepts is refused by the transport, before it is buffered."""
+    return {**UVICORN_OPTIONS, "ws_max_size": settings.stream_ws_max_message_bytes}
+
+
 def serve(target: str, server: ServerSettings) -> int:
     """Serve the ASGI app `target` ("module:attribute") until stopped; the exit status."""
     _lean_log_records()
+    options = uvicorn_options(get_settings())
     # SIGHUP reloads the checkpoint (app.serving) once the app has started; until then it is
     # ignored rather than fatal (its default), in this process and in gunicorn's workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (`python -m app` did it already, first thing)
     if server.workers == 1:
         single = uvicorn.Server(
-            uvicorn.Config(target, host=server.host, port=server.port, **UVICORN_OPTIONS)
+            uvicorn.Config(target, host=server.host, port=server.port, **options)
         )
         single.run()
         return 0 if single.started else STARTUP_FAILURE
@@ -96,11 +109,13 @@ def _lean_log_records() -> None:
 class Worker(UvicornWorker):  # type: ignore[misc]
     """A gunicorn worker running uvicorn with `UVICORN_OPTIONS`, logging through the root."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
-        key: value for key, value in UVICORN_OPTIONS.items() if key != "timeout_keep_alive"
-    }
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Read by UvicornWorker.__init__; gunicorn sets the keep-alive itself.
+        self.CONFIG_KWARGS = {
+            key: value
+            for key, value in uvicorn_options(get_settings()).items()
+            if key != "timeout_keep_alive"
+        }
         super().__init__(*args, **kwargs)
         # UvicornWorker points uvicorn's loggers at gunicorn's handlers; send them to the root
         # handler instead (app.core.logging), like the single-process server does.

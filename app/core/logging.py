@@ -70,11 +70,23 @@ def _dumps(entry: dict[str, Any]) -> str:
         return _ENCODER.encode(entry)
 
 
+# Control characters (C0, DEL, C1, and the Unicode line and paragraph separators) as escapes:
+# a client-supplied value in a text line (a decoded path with %0a, say) cannot start a line.
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
 class TextFormatter(logging.Formatter):
-    """Human-readable lines for a terminal, with the request id when there is one."""
+    """Human-readable lines for a terminal, with the request id when there is one; control
+    characters in a line are escaped (a traceback after it keeps its own line breaks)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return super().formatMessage(record).translate(_CONTROL_ESCAPES)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
