@@ -145,12 +145,15 @@ class Gate:
     limiter: RateLimiter | None = None
 
     def caller(self, headers: Iterable[tuple[bytes, bytes]], client: Any) -> str:
-        """The caller's rate-limit identity; 401 (`ApiError`) without a valid key."""
-        if not self.keys:
-            return rate_identity(None, client)
-        identity = self.keys.match(header(headers, b"authorization"))
-        if identity is None:
-            raise unauthorized()
+        """The caller's rate-limit identity ("" when nothing is limited); 401 (`ApiError`)
+        without a valid key."""
+        identity = None
+        if self.keys:
+            identity = self.keys.match(header(headers, b"authorization"))
+            if identity is None:
+                raise unauthorized()
+        if self.limiter is None:
+            return ""
         return rate_identity(identity, client)
 
     def admit(self, caller: str) -> None:
