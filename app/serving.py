@@ -9,8 +9,12 @@ that computed it.
 `APP_MODEL_DIR`:
 
 1. load and verify it next to the one in place (sha256 manifest, config; on a thread, so the
-   event loop keeps serving). The same checkpoint as the one served: nothing changes;
-2. build its queues and warm it up, off the event loop too;
+   event loop keeps serving). `APP_MODEL_DIR` is resolved once, at the start of the load: the
+   checkpoint is the version directory the link named then, whole, however the link moves
+   meanwhile, and the log names that directory. The same checkpoint as the one served:
+   nothing changes;
+2. build its queues and warm it up from the loaded checkpoint (the directory is not read
+   again), off the event loop too;
 3. swap: one assignment on the event loop, so every request from then on gets the new model;
 4. retire the old one: wait until the requests that hold it are done (up to the request
    timeout), then stop its queues and threads.
@@ -133,12 +137,17 @@ class ModelSlot:
             loop = asyncio.get_running_loop()
             try:
                 checkpoint = await loop.run_in_executor(self._loader, load_checkpoint, model_dir)
+                loaded = {"model_dir": str(checkpoint.path), "version": checkpoint.version}
                 if checkpoint.sha256 == current.runtime.predictor.checkpoint.sha256:
-                    logger.info("reload: the checkpoint is the one served, nothing to do")
+                    logger.info(
+                        "reload: the checkpoint is the one served, nothing to do", extra=loaded
+                    )
                     self.metrics.count_reload("unchanged")
                     return ReloadOutcome(
                         False, current.runtime.model, current.runtime.model, _since(started)
                     )
+                # Built from `checkpoint` itself: reading APP_MODEL_DIR again could find another
+                # version there by now.
                 runtime = await loop.run_in_executor(
                     self._loader, Runtime.load, self.settings, self.metrics, checkpoint
                 )
@@ -161,7 +170,7 @@ class ModelSlot:
                 "reloaded",
                 extra={
                     "previous": outcome.previous.version,
-                    "version": outcome.current.version,
+                    **loaded,
                     "seconds": round(outcome.seconds, 3),
                 },
             )
