@@ -503,10 +503,10 @@ async def test_a_lone_surrogate_is_refused(make_settings: Any) -> None:
 
 @pytest.mark.anyio
 async def test_stream_needs_the_api_key_when_keys_are_set(make_settings: Any) -> None:
-    async with started(make_settings, "gru", api_keys="stream-key-1") as (client, _):
+    async with started(make_settings, "gru", api_keys="stream-key-1234567") as (client, _):
         refused = await client.post("/stream", json={"text": "good"})
         allowed = await client.post(
-            "/stream", json={"text": "good"}, headers={"authorization": "Bearer stream-key-1"}
+            "/stream", json={"text": "good"}, headers={"authorization": "Bearer stream-key-1234567"}
         )
     assert refused.status_code == 401
     assert allowed.status_code == 200
@@ -597,15 +597,15 @@ def test_a_state_for_another_shape_or_model_is_refused() -> None:
 def test_the_secret_and_where_it_comes_from(make_settings: Any) -> None:
     configured = stream_secret(make_settings("gru", stream_secret=SECRET))
     assert configured == (SECRET.encode(), "APP_STREAM_SECRET")
-    keys_a = stream_secret(make_settings("gru", api_keys="key-one-1,key-two-2"))
-    keys_b = stream_secret(make_settings("gru", api_keys="key-two-2,key-one-1"))
+    keys_a = stream_secret(make_settings("gru", api_keys="key-one-0123456789,key-two-0123456789"))
+    keys_b = stream_secret(make_settings("gru", api_keys="key-two-0123456789,key-one-0123456789"))
     assert keys_a == keys_b
     assert keys_a[1] == "APP_API_KEYS"
     assert len(keys_a[0]) == 32
     first, source = stream_secret(make_settings("gru"))
     assert source == "random"
     assert first != stream_secret(make_settings("gru"))[0]
-    with pytest.raises(ValueError, match="APP_STREAM_SECRET must have 16 or more characters"):
+    with pytest.raises(ValueError, match="APP_STREAM_SECRET: each value needs 16 or more"):
         make_settings("gru", stream_secret="short")
 
 
@@ -619,7 +619,7 @@ async def test_start_up_warns_without_a_configured_secret(
     (record,) = [r for r in caplog.records if r.name == "app.streaming"]
     assert "random key made at start-up" in record.getMessage()
     caplog.clear()
-    async with started(make_settings, "gru", stream_secret=None, api_keys="key-one-1"):
+    async with started(make_settings, "gru", stream_secret=None, api_keys="key-one-0123456789"):
         pass
     (record,) = [r for r in caplog.records if r.name == "app.streaming"]
     assert "derived from APP_API_KEYS" in record.getMessage()
@@ -808,7 +808,7 @@ async def test_websocket_on_a_bidirectional_model(make_settings: Any) -> None:
 
 @pytest.mark.anyio
 async def test_websocket_authentication(make_settings: Any) -> None:
-    key = "ws-key-12345"
+    key = "ws-key-1234567890"
     async with started(make_settings, "gru", api_keys=key) as (_, app):
         # On the handshake, as non-browser clients do.
         async with websocket(app, [(b"authorization", f"Bearer {key}".encode())]) as ws:
