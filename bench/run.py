@@ -142,14 +142,17 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(name: str, command: list[str], env: dict[str, str], log: Path) -> Server:
-    """Start `command`; return once /readyz answers 200 and every worker has started."""
+def start_server(
+    name: str, command: list[str], env: dict[str, str], log: Path, cwd: Path = REPO
+) -> Server:
+    """Start `command` in `cwd` (bench/ab.py: another checkout); return once /readyz answers 200
+    and every worker has started."""
     port = int(env["PORT"])
     expected = int(env["WORKERS"])
     with log.open("wb") as output:
         started = time.perf_counter()
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     server = Server(name, process, port, log, started)
@@ -276,17 +279,20 @@ def print_point(where: str, name: str, r: dict[str, Any]) -> None:
 
 
 def measure_pair(
-    wrk: str, predict: Server, ceiling: Server, bodies: Path, connections: int,
-    args: argparse.Namespace, work: Path, *, ceiling_first: bool = False,
+    wrk: str, first: Server, second: Server, bodies: Path, connections: int,
+    args: argparse.Namespace, work: Path, *, second_first: bool = False,
+    keys: tuple[str, str] = ("predict", "ceiling"),
 ) -> dict[str, Any]:  # fmt: skip
-    """/predict and the ceiling (in that order, unless `ceiling_first`) at the same
-    concurrency, back to back: their ratio."""
+    """Two servers (by default /predict and the ceiling; bench/ab.py: the current code and a
+    baseline) at the same concurrency, back to back, `first` first unless `second_first`: the
+    ratio of their req/s, first ÷ second, under the same machine conditions. The results are
+    under `keys`."""
     point: dict[str, Any] = {"connections": connections}
-    order = [("predict", predict), ("ceiling", ceiling)]
-    for key, server in order[::-1] if ceiling_first else order:
+    order = [(keys[0], first), (keys[1], second)]
+    for key, server in order[::-1] if second_first else order:
         point[key] = measure_point(wrk, server, bodies, connections, args, work)
         print_point(f"c={connections}", server.name, point[key])
-    point["ratio"] = point["predict"]["rps"] / point["ceiling"]["rps"]
+    point["ratio"] = point[keys[0]]["rps"] / point[keys[1]]["rps"]
     return point
 
 
@@ -300,7 +306,7 @@ def ratio_rounds(
     rounds = []
     for index in range(args.ratio_rounds):
         point = measure_pair(
-            wrk, predict, ceiling, bodies, connections, args, work, ceiling_first=index % 2 == 0
+            wrk, predict, ceiling, bodies, connections, args, work, second_first=index % 2 == 0
         )
         rounds.append(
             {
