@@ -10,7 +10,8 @@ The state (`StateCodec`) is opaque to clients; it carries
 - the recurrent state: every layer's hidden state, and the LSTM's cell state, as raw floats in
   the dtype the model runs in (`app.predictor`: float32 for a one-direction LSTM by default,
   else float64), so a stream reads on exactly where it stopped however many pieces it is cut
-  into;
+  into (a service computing streams in the other dtype refuses the state with a 409 rather
+  than convert it);
 - the text not yet read: the characters after the last whitespace, which may be half a word,
   half an emoticon or half an emoji sequence (see "Cutting the text" below);
 - the stream's position (characters received) and the number of tokens read;
@@ -29,6 +30,26 @@ LSTM with 128 units that is about 1.5 KB of text in float32 (2.8 KB in float64).
 A state is a capability, not a secret: whoever holds one can continue (or fork) that stream,
 and it reveals the model's hidden state for the text so far, nothing more.
 
+Reading a state back. The signature proves the state was written by a service holding the
+secret, not that its values are sane: a replica running other code, or anyone holding a leaked
+secret, can sign anything. So every field is checked before it is used, and a value out of
+range is a 422 `invalid_state` (`state_malformed`) naming the field, never a crash: no unknown
+flag bits; the cell flag, layer count and hidden size those of the model, and the length of the
+whole the one they imply; the dtype flag the one streams are computed in here (else 409
+`state_model_mismatch`: the same checkpoint served in another precision); issued at most
+`MAX_CLOCK_SKEW_S` in the future (replicas' clocks differ a little), and no older than the TTL
+(`state_expired`); the tail valid UTF-8, at most `APP_STREAM_MAX_PENDING_CHARS` characters,
+without whitespace (it is the text after the last whitespace), and empty once the stream is
+finished; the position at most `MAX_STREAM_CHARS`, and the token count at most the characters
+before the tail (every token is at least one character); every float finite, and every hidden
+state within [-1, 1], as every cell's output is (a tanh, a tanh times a gate, or a mix of
+two such values).
+
+Length. A stream reads at most `MAX_STREAM_CHARS` characters (so at most that many tokens): a
+piece that would take it further is a 422 (`stream_too_long`), and the client starts a new
+stream. The cap keeps every counter far inside what the header holds (the token count is 32
+bits), and offsets inside what every JSON reader represents exactly.
+
 Cutting the text. No token of `training.tokenizer` spans whitespace, and its lookarounds see
 at most one character past a token (tested against one-shot tokenization in
 tests/app/test_stream.py). So the text up to and including its last whitespace character
@@ -40,11 +61,17 @@ sent with `final`, the tail is read for good and the stream is closed: every upd
 about 1e-7 when `/predict` runs in float32: a stream reads one text at a time, `/predict` at
 least four rows; within `BFLOAT16_TOLERANCE` under a bfloat16 pass, which streams do not use).
 
-Secret. `APP_STREAM_SECRET` when set (set the same value on every replica). Otherwise it is
-derived from `APP_API_KEYS` when those are set (shared by replicas that share keys; rotating
-the keys ends the streams in flight), and else random, made when the app is built: the workers
-`python -m app` forks from one app share it, other replicas do not, so behind a load balancer a
-stream would fail on every replica but its own. Both fallbacks log a warning at start-up.
+Secret. `APP_STREAM_SECRET` when set: set the same value on every replica, and streams move
+freely between replicas and survive restarts (until their TTL). Unset, the key is random, made
+when the app is built. With `WORKERS` > 1 the gunicorn arbiter builds the app before it forks
+the workers, so every worker (a replacement for one that died too) signs with the same key and
+a stream continues on whichever worker the kernel hands the next connection to; but another
+replica, or this server after a restart, has another key and refuses the state (422
+`state_signature`). That is logged once at start-up, as a warning, when there are several
+workers (a sign of a scaled deployment); with one worker only an informational line says so.
+The API keys never enter the signing key: every caller holds one, and a signing key derived
+from the keys would let a caller of a one-key deployment sign states of its own making (and
+rotating the keys would end every stream in flight).
 """
 
 from __future__ import annotations
@@ -64,26 +91,37 @@ from functools import partial
 from typing import Literal
 
 import torch
+from pydantic import ValidationError
 
 from app.batching import BatchObserver, SerialRunner
-from app.core.config import Settings
-from app.predictor import Prediction, Predictor, prediction_from
+from app.core.config import ServerSettings, Settings
+from app.predictor import Prediction, Predictor, dtype_name, prediction_from
 from training.model import RecurrentState
 from training.tokenizer import Token, tokenize
 
 logger = logging.getLogger("app.streaming")
 
 FORMAT_VERSION = 1
-_HEADER = struct.Struct("<BB8sIQIBHH")
+# version, flags, model tag, issued at, position, token count, layers, hidden size, tail bytes
+STATE_HEADER = struct.Struct("<BB8sIQIBHH")
+FLAG_FINISHED = 0x01
+FLAG_FLOAT64 = 0x02
+FLAG_HAS_CELL = 0x04
+_KNOWN_FLAGS = FLAG_FINISHED | FLAG_FLOAT64 | FLAG_HAS_CELL
+# The longest stream, in characters (see "Length" in the module doc).
+MAX_STREAM_CHARS = 1_000_000_000
+# How far in the future a state's issue time may be: the clocks of replicas drift apart a little.
+MAX_CLOCK_SKEW_S = 60
+# Hidden states lie in [-1, 1]; the slack covers rounding in a GRU's mix of two of them.
+_HIDDEN_BOUND = 1.0 + 1e-3
 _MAC_BYTES = 32
 _MODEL_TAG_BYTES = 8
-_FINISHED = 0x01
-_FLOAT64 = 0x02
-_HAS_CELL = 0x04
+_UTF8_MAX_BYTES = 4
 _KEY_CONTEXT = b"rnn-sentiment stream state\x00"
 _BASE64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_STATE_DTYPES = (torch.float32, torch.float64)
 
-SecretSource = Literal["APP_STREAM_SECRET", "APP_API_KEYS", "random"]
+SecretSource = Literal["APP_STREAM_SECRET", "random"]
 Step = tuple[str, dict[str, float]]
 
 
@@ -162,6 +200,8 @@ class StateCodec:
         max_tail_chars: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if dtype not in _STATE_DTYPES:
+            raise ValueError(f"stream states hold float32 or float64 numbers, not {dtype}")
         digest = bytes.fromhex(model_sha256)
         self._key = hmac.new(secret, _KEY_CONTEXT + digest, hashlib.sha256).digest()
         self._tag = digest[:_MODEL_TAG_BYTES]
@@ -169,16 +209,17 @@ class StateCodec:
         self._hidden = hidden_size
         self._has_cell = has_cell
         self._dtype = dtype
+        self._float_bytes = num_layers * hidden_size * (2 if has_cell else 1) * dtype.itemsize
         self._ttl_s = ttl_s
         self._max_tail_chars = max_tail_chars
         self._clock = clock
 
     def encode(self, state: StreamState) -> str:
         tail = state.tail.encode("utf-8")
-        flags = (_FINISHED if state.finished else 0) | (_HAS_CELL if self._has_cell else 0)
+        flags = (FLAG_FINISHED if state.finished else 0) | (FLAG_HAS_CELL if self._has_cell else 0)
         if self._dtype == torch.float64:
-            flags |= _FLOAT64
-        header = _HEADER.pack(
+            flags |= FLAG_FLOAT64
+        header = STATE_HEADER.pack(
             FORMAT_VERSION,
             flags,
             self._tag,
@@ -196,7 +237,12 @@ class StateCodec:
         floats = bytearray(values.numel() * self._dtype.itemsize)
         # Copied straight into the bytes (numpy is not a serving dependency).
         torch.frombuffer(floats, dtype=self._dtype).copy_(values)
-        body = header + tail + bytes(floats)
+        return self.seal(header + tail + bytes(floats))
+
+    def seal(self, body: bytes) -> str:
+        """`body` (header, tail and floats, laid out as in the module doc) signed and wrapped
+        as a state. `encode`'s last step, public so that a state can also be written field by
+        field: the hostile-client tests sign states that `encode` never would."""
         mac = hmac.new(self._key, body, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(body + mac).rstrip(b"=").decode("ascii")
 
@@ -210,7 +256,7 @@ class StateCodec:
                 f"version {FORMAT_VERSION}); start a new stream",
             )
         _, flags, tag, issued_at, position, token_count, layers, hidden, tail_bytes = (
-            _HEADER.unpack_from(raw)
+            STATE_HEADER.unpack_from(raw)
         )
         if tag != self._tag:
             raise StreamError(
@@ -228,33 +274,110 @@ class StateCodec:
                 "the state was not issued by this service: it was altered or truncated, or "
                 "signed with another APP_STREAM_SECRET",
             )
-        # Signed by this service for this model, so what follows only fails on a bug.
-        dtype = torch.float64 if flags & _FLOAT64 else torch.float32
-        has_cell = bool(flags & _HAS_CELL)
-        size = layers * hidden * (2 if has_cell else 1) * (8 if flags & _FLOAT64 else 4)
-        if (layers, hidden, has_cell) != (self._layers, self._hidden, self._has_cell) or len(
-            body
-        ) != _HEADER.size + tail_bytes + size:
-            raise _invalid_state("state_malformed", "the state does not fit this model")
+        # Signed with this service's secret, which proves where the state came from but not
+        # that its values are sane: each field is checked before it is used (module doc).
+        self._check_layout(flags, layers, hidden, len(body) - STATE_HEADER.size - tail_bytes)
+        self._check_age(issued_at)
+        finished = bool(flags & FLAG_FINISHED)
+        tail_start = STATE_HEADER.size
+        tail = self._tail(body[tail_start : tail_start + tail_bytes], finished)
+        if position > MAX_STREAM_CHARS or len(tail) > position:
+            raise _invalid_state(
+                "state_malformed",
+                f"the state's position ({position}) is out of range: a stream holds between "
+                f"the length of its unfinished text and {MAX_STREAM_CHARS} characters",
+            )
+        if token_count > position - len(tail):
+            raise _invalid_state(
+                "state_malformed",
+                f"the state's token count ({token_count}) exceeds the characters read "
+                f"({position - len(tail)}): every token is at least one character",
+            )
+        recurrent = self._recurrent(body[tail_start + tail_bytes :])
+        return StreamState(recurrent, tail, position, token_count, finished)
+
+    def _check_layout(self, flags: int, layers: int, hidden: int, float_bytes: int) -> None:
+        """The flags and shape are this model's, and the floats' length the one they imply."""
+        if flags & ~_KNOWN_FLAGS:
+            raise _invalid_state(
+                "state_malformed", f"the state has flags this service does not know ({flags:#x})"
+            )
+        dtype = torch.float64 if flags & FLAG_FLOAT64 else torch.float32
+        if dtype != self._dtype:
+            # The same checkpoint, computed in another precision (another replica's settings):
+            # the model cannot continue it exactly, as with a state from another model.
+            raise StreamError(
+                409,
+                "state_model_mismatch",
+                "state_model_mismatch",
+                f"the state holds {dtype_name(dtype)} numbers but this service computes "
+                f"streams in {dtype_name(self._dtype)}; start a new stream",
+                "state",
+            )
+        has_cell = bool(flags & FLAG_HAS_CELL)
+        if (layers, hidden, has_cell) != (self._layers, self._hidden, self._has_cell):
+            raise _invalid_state(
+                "state_malformed",
+                f"the state is shaped for {_shape(layers, hidden, has_cell)}; the model has "
+                f"{_shape(self._layers, self._hidden, self._has_cell)}",
+            )
+        if float_bytes != self._float_bytes:
+            raise _invalid_state(
+                "state_malformed", "the state's length does not match the sizes in its header"
+            )
+
+    def _check_age(self, issued_at: int) -> None:
         age = self._clock() - issued_at
+        if age < -MAX_CLOCK_SKEW_S:
+            raise _invalid_state(
+                "state_malformed",
+                f"the state was issued {int(-age)} s in the future (clocks may differ by "
+                f"{MAX_CLOCK_SKEW_S} s at most); start a new stream",
+            )
         if age > self._ttl_s:
             raise _invalid_state(
                 "state_expired",
                 f"the state expired: it is {int(age)} s old and states last "
                 f"{self._ttl_s} s; start a new stream",
             )
+
+    def _tail(self, data: bytes, finished: bool) -> str:
+        """The unfinished text: what `encode` writes, and nothing a piece could not leave."""
+        limit = self._max_tail_chars
+        # Bytes first: no need to decode more than the longest valid tail can take.
+        if len(data) > limit * _UTF8_MAX_BYTES:
+            raise _invalid_state(
+                "state_malformed", f"the state's unfinished text exceeds {limit} characters"
+            )
         try:
-            tail = body[_HEADER.size : _HEADER.size + tail_bytes].decode("utf-8")
+            tail = data.decode("utf-8")
         except UnicodeDecodeError:
             raise _invalid_state("state_malformed", "the state's text is not UTF-8") from None
-        if len(tail) > self._max_tail_chars:
-            raise _invalid_state("state_malformed", "the state's unfinished text is too long")
-        floats = torch.frombuffer(bytearray(body[_HEADER.size + tail_bytes :]), dtype=dtype)
-        states = floats.to(self._dtype).view(-1, layers, hidden)  # (1 or 2, L, H)
+        if len(tail) > limit:
+            raise _invalid_state(
+                "state_malformed", f"the state's unfinished text exceeds {limit} characters"
+            )
+        if final_length(tail):
+            raise _invalid_state(
+                "state_malformed",
+                "the state's unfinished text contains whitespace (it is the text after the "
+                "last whitespace)",
+            )
+        if finished and tail:
+            raise _invalid_state(
+                "state_malformed", "the state is finished but holds unfinished text"
+            )
+        return tail
+
+    def _recurrent(self, data: bytes) -> RecurrentState:
+        states = torch.frombuffer(bytearray(data), dtype=self._dtype).view(
+            -1, self._layers, self._hidden
+        )  # (1 or 2, L, H)
         if not bool(torch.isfinite(states).all()):
             raise _invalid_state("state_malformed", "the state holds non-finite numbers")
-        recurrent = RecurrentState(states[0], states[1] if has_cell else None)
-        return StreamState(recurrent, tail, position, token_count, bool(flags & _FINISHED))
+        if bool((states[0].abs() > _HIDDEN_BOUND).any()):
+            raise _invalid_state("state_malformed", "the state holds hidden states outside [-1, 1]")
+        return RecurrentState(states[0], states[1] if self._has_cell else None)
 
     def _unwrap(self, token: str) -> bytes:
         malformed = _invalid_state(
@@ -267,23 +390,46 @@ class StateCodec:
             raw = base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
         except (binascii.Error, ValueError):
             raise malformed from None
-        if len(raw) < _HEADER.size + _MAC_BYTES:
+        if len(raw) < STATE_HEADER.size + _MAC_BYTES:
             raise malformed
         return raw
 
 
-def stream_secret(settings: Settings) -> tuple[bytes, SecretSource]:
+def _shape(layers: int, hidden: int, has_cell: bool) -> str:
+    cells = " with cell states" if has_cell else " without cell states"
+    return f"{layers} layer(s) of {hidden} units{cells}"
+
+
+def stream_secret(settings: Settings, *, workers: int | None = None) -> tuple[bytes, SecretSource]:
     """The key that signs stream states, and where it came from (see the module doc).
 
-    Call it once per app: a random key is a new one on every call.
+    Call it once per app, when the app is built: a random key is a new one on every call, and
+    the warning it logs without `APP_STREAM_SECRET` on a server with several workers is meant
+    to appear once per server (the gunicorn arbiter builds the app once, before forking).
+    `workers`: the server's worker count; by default `WORKERS`, as `python -m app` reads it.
     """
     if settings.stream_secret is not None:
         return settings.stream_secret.get_secret_value().encode("utf-8"), "APP_STREAM_SECRET"
-    if settings.api_keys:
-        keys = sorted(key.get_secret_value().encode("utf-8") for key in settings.api_keys)
-        derived = hashlib.sha256(b"rnn-sentiment stream secret\x00" + b"\x00".join(keys))
-        return derived.digest(), "APP_API_KEYS"
+    workers = _configured_workers() if workers is None else workers
+    if workers > 1:
+        logger.warning(
+            "APP_STREAM_SECRET is not set: stream states are signed with a random key made at "
+            "start-up and shared by this server's %d workers, so a stream continues on any of "
+            "them, but another replica, or this server after a restart, refuses its states "
+            "(422 state_signature); set the same APP_STREAM_SECRET on every replica, for "
+            "example one made with: python -c 'import secrets; print(secrets.token_hex(32))'",
+            workers,
+        )
     return secrets.token_bytes(32), "random"
+
+
+def _configured_workers() -> int:
+    try:
+        return ServerSettings().workers
+    except ValidationError:
+        # Only `python -m app` acts on WORKERS, and it refuses a bad value before building
+        # the app; an app run by another server has the one process it sees.
+        return 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +509,12 @@ class StreamEngine:
             )
         tail = "" if previous is None else previous.tail
         position = 0 if previous is None else previous.position
+        if position + len(text) > MAX_STREAM_CHARS:
+            raise _too_much(
+                "stream_too_long",
+                f"the stream would reach {position + len(text)} characters; a stream takes at "
+                f"most {MAX_STREAM_CHARS}: start a new stream",
+            )
         buffer = tail + text
         start = position - len(tail)  # where `buffer` begins in the stream
         cut = len(buffer) if final else final_length(buffer)
@@ -471,10 +623,15 @@ class StreamService:
         announce: bool = True,
     ) -> StreamService:
         """`secret`: `stream_secret(settings)`, made once per app (default: made here).
-        `announce`: log a warning when the secret is not configured (once per process)."""
+        `announce`: say at INFO where the signing key came from when it is not configured
+        (once per process, at start-up; the warning, if any, came from `stream_secret`)."""
         key, source = secret or stream_secret(settings)
-        if announce:
-            _warn_unset_secret(source)
+        if announce and source == "random":
+            logger.info(
+                "APP_STREAM_SECRET is not set: stream states are signed with a random key made "
+                "at start-up; a stream continues on this server's workers until it restarts, "
+                "and on no other replica"
+            )
         config = predictor.model.config
         codec = StateCodec(
             secret=key,
@@ -506,42 +663,3 @@ class StreamService:
         `DeadlineExceededError` (from `app.batching`) when the model is too busy."""
         job = self.engine.prepare(text, state, final=final)
         return await self._runner.run(partial(self.engine.compute, job))
-
-
-def _warn_unset_secret(source: str) -> None:
-    """Say so when states are signed with a key APP_STREAM_SECRET did not give."""
-    if source == "APP_API_KEYS":
-        logger.warning(
-            "APP_STREAM_SECRET is not set: stream states are signed with a key derived "
-            "from APP_API_KEYS; set APP_STREAM_SECRET so rotating API keys does not end "
-            "the streams in flight"
-        )
-    elif source == "random":
-        logger.warning(
-            "APP_STREAM_SECRET is not set: stream states are signed with a random key made "
-            "at start-up, shared by this server's workers but by no other replica; set the "
-            "same APP_STREAM_SECRET on every replica"
-        )
-
-
-class RateLimiter:
-    """A token bucket: `rate` messages per second on average, bursts of up to `burst`."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._clock = clock
-        self._last = clock()
-
-    def allow(self) -> bool:
-        """Take one message's token; False when the bucket is empty."""
-        now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True

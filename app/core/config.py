@@ -200,9 +200,10 @@ class Settings(BaseSettings):
     stream_secret: SecretStr | None = Field(
         None,
         description=(
-            "Key signing stream states (16+ characters); set the same value on every worker "
-            "and replica. Unset: derived from APP_API_KEYS if set, else random per process "
-            "(a stream then only continues on the process that started it)."
+            "Key signing stream states (16+ characters); set the same value on every replica. "
+            "Unset: a random key made when the server starts, shared by its workers (WORKERS) "
+            "but by no other replica, and a new one after every restart: a stream then "
+            "continues only on the server that started it, until that server restarts."
         ),
     )
     stream_state_ttl_s: int = Field(

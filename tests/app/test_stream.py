@@ -30,10 +30,11 @@ from starlette.types import ASGIApp, Message
 from app.core.config import Settings
 from app.main import create_app
 from app.predictor import BFLOAT16_TOLERANCE, Predictor
+from app.ratelimit import TokenBucket
 from app.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
 from app.streaming import (
     FORMAT_VERSION,
-    RateLimiter,
+    MAX_STREAM_CHARS,
     StateCodec,
     StreamEngine,
     StreamError,
@@ -48,6 +49,7 @@ from training.model import RecurrentState
 from training.tokenizer import tokenize
 
 SECRET = "a-test-secret-of-some-length"
+API_KEY = "a-stream-test-key-0123456789"
 STREAMING_KINDS = ["rnn", "lstm", "gru"]  # lstm is the 2-layer one
 TEXT = (
     "Not bad at all :) but the ending didn't work for me 😀🏻 ❤️ #happy @shop "
@@ -503,10 +505,10 @@ async def test_a_lone_surrogate_is_refused(make_settings: Any) -> None:
 
 @pytest.mark.anyio
 async def test_stream_needs_the_api_key_when_keys_are_set(make_settings: Any) -> None:
-    async with started(make_settings, "gru", api_keys="stream-key-1234567") as (client, _):
+    async with started(make_settings, "gru", api_keys=API_KEY) as (client, _):
         refused = await client.post("/stream", json={"text": "good"})
         allowed = await client.post(
-            "/stream", json={"text": "good"}, headers={"authorization": "Bearer stream-key-1234567"}
+            "/stream", json={"text": "good"}, headers={"authorization": f"Bearer {API_KEY}"}
         )
     assert refused.status_code == 401
     assert allowed.status_code == 200
@@ -594,49 +596,116 @@ def test_a_state_for_another_shape_or_model_is_refused() -> None:
     assert other_secret.value.type == "state_signature"
 
 
+def test_a_state_in_another_precision_is_a_conflict() -> None:
+    # The same checkpoint served by a replica computing streams in float32: not converted.
+    token = make_codec(dtype=torch.float64).encode(sample_state())
+    with pytest.raises(StreamError) as caught:
+        make_codec(dtype=torch.float32).decode(token)
+    assert (caught.value.status, caught.value.type) == (409, "state_model_mismatch")
+    assert "holds float64 numbers but this service computes streams in float32" in str(caught.value)
+
+
+def test_states_issued_in_the_future_are_refused_beyond_the_skew() -> None:
+    now = [1_000_000.0]
+    codec = make_codec(clock=lambda: now[0])
+    token = codec.encode(sample_state())
+    now[0] -= 60  # another replica's clock, a minute ahead of this one's
+    assert codec.decode(token).position == 42
+    now[0] -= 2
+    with pytest.raises(StreamError, match="issued 62 s in the future") as caught:
+        codec.decode(token)
+    assert caught.value.type == "state_malformed"
+
+
+def test_a_stream_stops_at_its_length_cap(engines: dict[str, StreamEngine]) -> None:
+    engine = engines["gru"]
+    start = engine.compute(engine.prepare("good ", None, final=False))
+    near = engine.codec.decode(start.state)
+    at_cap = StreamState(near.recurrent, "", MAX_STREAM_CHARS - 3, near.token_count)
+    state = engine.codec.encode(at_cap)
+    with pytest.raises(StreamError, match="the stream would reach 1000000001 characters") as caught:
+        engine.prepare("food", state, final=False)
+    assert (caught.value.status, caught.value.type, caught.value.field) == (
+        422,
+        "stream_too_long",
+        "text",
+    )
+    last = engine.compute(engine.prepare("bad", state, final=True))
+    assert last.position == MAX_STREAM_CHARS
+    assert engine.codec.decode(last.state).position == MAX_STREAM_CHARS
+
+
 def test_the_secret_and_where_it_comes_from(make_settings: Any) -> None:
     configured = stream_secret(make_settings("gru", stream_secret=SECRET))
     assert configured == (SECRET.encode(), "APP_STREAM_SECRET")
-    keys_a = stream_secret(make_settings("gru", api_keys="key-one-0123456789,key-two-0123456789"))
-    keys_b = stream_secret(make_settings("gru", api_keys="key-two-0123456789,key-one-0123456789"))
-    assert keys_a == keys_b
-    assert keys_a[1] == "APP_API_KEYS"
-    assert len(keys_a[0]) == 32
     first, source = stream_secret(make_settings("gru"))
     assert source == "random"
+    assert len(first) == 32
     assert first != stream_secret(make_settings("gru"))[0]
+    # The API keys never enter it: the same keys give unrelated secrets.
+    keyed = make_settings("gru", api_keys=API_KEY)
+    with_keys = {stream_secret(keyed) for _ in range(2)}
+    assert len(with_keys) == 2
+    assert {source for _, source in with_keys} == {"random"}
     with pytest.raises(ValueError, match="APP_STREAM_SECRET: each value needs 16 or more"):
         make_settings("gru", stream_secret="short")
 
 
+def stream_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "app.streaming" and r.levelno >= level]
+
+
 @pytest.mark.anyio
-async def test_start_up_warns_without_a_configured_secret(
-    make_settings: Any, caplog: pytest.LogCaptureFixture
+async def test_one_worker_logs_nothing_above_info_without_a_secret(
+    make_settings: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="app.streaming")
+    monkeypatch.setenv("WORKERS", "1")
+    caplog.set_level(logging.INFO, logger="app.streaming")
     async with started(make_settings, "gru", stream_secret=None):
         pass
-    (record,) = [r for r in caplog.records if r.name == "app.streaming"]
-    assert "random key made at start-up" in record.getMessage()
+    assert stream_records(caplog, logging.WARNING) == []
+    (info,) = stream_records(caplog, logging.INFO)
+    assert "random key made at start-up" in info.getMessage()
     caplog.clear()
-    async with started(make_settings, "gru", stream_secret=None, api_keys="key-one-0123456789"):
+    async with started(make_settings, "gru"):  # APP_STREAM_SECRET set: nothing to say
         pass
-    (record,) = [r for r in caplog.records if r.name == "app.streaming"]
-    assert "derived from APP_API_KEYS" in record.getMessage()
+    assert stream_records(caplog, logging.DEBUG) == []
+
+
+@pytest.mark.anyio
+async def test_several_workers_warn_once_without_a_secret(
+    make_settings: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKERS", "3")
+    caplog.set_level(logging.INFO, logger="app.streaming")
+    async with started(make_settings, "gru", stream_secret=None):
+        pass
+    (warning,) = stream_records(caplog, logging.WARNING)
+    message = warning.getMessage()
+    assert "shared by this server's 3 workers" in message
+    assert "another replica, or this server after a restart, refuses" in message
+    assert "python -c 'import secrets; print(secrets.token_hex(32))'" in message
+    assert "\n" not in message
     caplog.clear()
     async with started(make_settings, "gru"):
         pass
-    assert not [r for r in caplog.records if r.name == "app.streaming"]
+    assert stream_records(caplog, logging.DEBUG) == []
+    # A bad WORKERS is `python -m app`'s to refuse; building the app does not fail on it.
+    monkeypatch.setenv("WORKERS", "many")
+    assert stream_secret(make_settings("gru"))[1] == "random"
 
 
-def test_rate_limiter_allows_bursts_then_the_rate() -> None:
+def test_the_per_connection_bucket_allows_bursts_then_the_rate() -> None:
     now = [0.0]
-    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
-    assert [limiter.allow() for _ in range(4)] == [True, True, True, False]
+    bucket = TokenBucket(2.0, 3, clock=lambda: now[0])
+    assert [bucket.acquire() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
     now[0] += 0.5
-    assert [limiter.allow(), limiter.allow()] == [True, False]
+    assert bucket.acquire() == 0.0
+    assert bucket.acquire() == pytest.approx(0.5)
     now[0] += 10
-    assert sum(limiter.allow() for _ in range(10)) == 3
+    assert sum(bucket.acquire() == 0.0 for _ in range(10)) == 3
+    with pytest.raises(ValueError, match="positive rate"):
+        TokenBucket(0.0, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,7 +877,7 @@ async def test_websocket_on_a_bidirectional_model(make_settings: Any) -> None:
 
 @pytest.mark.anyio
 async def test_websocket_authentication(make_settings: Any) -> None:
-    key = "ws-key-1234567890"
+    key = API_KEY
     async with started(make_settings, "gru", api_keys=key) as (_, app):
         # On the handshake, as non-browser clients do.
         async with websocket(app, [(b"authorization", f"Bearer {key}".encode())]) as ws:
@@ -920,4 +989,9 @@ def test_the_workers_of_one_server_share_the_default_secret(
         one_shot = httpx.post(f"{base_url}/predict", json={"text": TEXT}, timeout=10).json()
         last = httpx.post(f"{base_url}/stream", json={"state": state, "final": True}, timeout=10)
     assert_close(last.json()["prediction"]["probabilities"], one_shot["probabilities"])
-    assert "random key made at start-up" in log.read_text()
+    # Said once, by the arbiter that made the key before forking, not once per worker.
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if line["level"] == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["logger"] == "app.streaming"
+    assert "shared by this server's 2 workers" in warnings[0]["message"]
