@@ -96,8 +96,11 @@ compare-cells: $(VENV)/.dev ## Plain RNN vs LSTM vs GRU on the same data and bud
 	$(PY) -m training compare --config training/configs/default.toml \
 		--epochs 8 --patience 8 --seeds 1 2 --out runs/compare
 
-bench: $(VENV)/.dev ## Serving benchmark (see bench/README.md)
-	$(PY) bench/run.py
+# make bench BASELINE=<commit>: this tree against that commit, served side by side (bench/ab.py).
+BASELINE ?=
+
+bench: $(VENV)/.dev ## Serving benchmark; BASELINE=<commit>: A/B against it (bench/README.md)
+	$(if $(BASELINE),$(PY) bench/ab.py --baseline $(BASELINE),$(PY) bench/run.py)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
