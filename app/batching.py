@@ -23,6 +23,17 @@ at an item longer than `2 * shortest_in_group + SPLIT_SLACK`: padding at most ab
 group's work. Results do not depend on grouping: each item's output is its own (see
 `run_batch`).
 
+Bounded passes (`budget`, a `PassBudget`): a pass on the event loop holds it for its whole
+run, and one pass over a full batch of long texts runs for hundreds of milliseconds, while
+every other request of the worker waits. With a budget (cells a pass may cost, which the
+caller sizes from the model's measured speed), no pass costs more than the budget: a group
+too costly for one pass is cut into several, and texts too long for a full batch of them to
+fit one pass (the long lane) are queued apart from the rest and taken one pass's worth per
+round. Each round runs the short texts waiting (one full batch at most)
+before that slice, and the loop turns between passes, so a short text waits for at most one
+slice of long ones, however many are queued, while long texts still progress every round.
+FIFO order holds within each lane.
+
 The model runs on `executor` (one dedicated thread, so torch is only ever entered from one
 place), or on the event loop itself when `executor` is None (measured faster with 2 worker
 processes: no thread hand-off, no GIL contention; PERFORMANCE.md item 3).
@@ -49,6 +60,34 @@ T = TypeVar("T")
 
 # A pass has a fixed cost of about as many recurrence steps (see the module doc).
 SPLIT_SLACK = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PassBudget:
+    """How much work one pass may hold, in cells: a pass of `rows` items whose largest
+    `size_of` is `steps` costs `steps * (rows + step_rows)`, at most `cells`.
+
+    A recurrent pass runs `steps` steps over its rows; `step_rows` is a step's fixed cost
+    (kernel calls, per-step set-up) in rows' worth, which dominates a pass of few long rows.
+    Whoever measures the model (`app.runtime`) chooses both; the batcher only keeps passes
+    within them.
+    """
+
+    cells: float
+    step_rows: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.cells > 0 or not self.step_rows >= 0:
+            raise ValueError("a pass budget needs cells > 0 and step_rows >= 0")
+
+    def rows(self, steps: int) -> int:
+        """The most items of up to `steps` each that one pass may take (at least one: an
+        item is never refused for its size here, its limits are checked upstream)."""
+        return max(1, int(self.cells / max(1, steps) - self.step_rows))
+
+    def longest_for(self, rows: int) -> int:
+        """The largest size of which `rows` items still fit one pass."""
+        return int(self.cells / (rows + self.step_rows))
 
 
 class OverloadedError(Exception):
@@ -91,7 +130,8 @@ class MicroBatcher(Generic[In, Out]):
     """Gathers items submitted concurrently into calls of `run_batch(items) -> outputs`.
 
     `run_batch` must return one output per item, in order, and be a pure function of each item
-    (the result of an item must not depend on its batch-mates).
+    (the result of an item must not depend on its batch-mates). `budget` (with `size_of`)
+    bounds each pass (module doc); it may be set later, once the model has been measured.
     """
 
     def __init__(
@@ -105,6 +145,7 @@ class MicroBatcher(Generic[In, Out]):
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
         size_of: Callable[[In], int] | None = None,
+        budget: PassBudget | None = None,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or timeout_s <= 0 or max_wait_s < 0:
             raise ValueError("batcher limits must be positive")
@@ -117,12 +158,29 @@ class MicroBatcher(Generic[In, Out]):
         self._executor = executor
         self._observer: BatchObserver = observer or _NullObserver()
         self._queue: deque[_Pending[In, Out]] = deque()
+        # Items too long for a full batch of them to fit one pass (module doc).
+        self._long: deque[_Pending[In, Out]] = deque()
+        self._budget: PassBudget | None = None
+        self._short_size: int | None = None  # above it an item goes to `_long`; None: no lanes
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self.budget = budget
+
+    @property
+    def budget(self) -> PassBudget | None:
+        return self._budget
+
+    @budget.setter
+    def budget(self, budget: PassBudget | None) -> None:
+        """Items already queued keep their lane; every pass from now on keeps to `budget`."""
+        if budget is not None and self._size_of is None:
+            raise ValueError("a pass budget needs size_of")
+        self._budget = budget
+        self._short_size = None if budget is None else budget.longest_for(self._max_batch_size)
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._long)
 
     @property
     def running(self) -> bool:
@@ -139,24 +197,35 @@ class MicroBatcher(Generic[In, Out]):
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-        while self._queue:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                pending.future.set_exception(OverloadedError("the service is shutting down"))
+        for queue in (self._queue, self._long):
+            while queue:
+                pending = queue.popleft()
+                if not pending.future.done():
+                    pending.future.set_exception(OverloadedError("the service is shutting down"))
 
     async def submit(self, items: Sequence[In]) -> list[Out]:
         """Results for `items`, in order, computed in whatever batches the load allows."""
         if not self.running:
             raise OverloadedError("the batcher is not running")
-        if len(self._queue) + len(items) > self._queue_size:
+        waiting = len(self._queue) + len(self._long)
+        if waiting + len(items) > self._queue_size:
             self._observer.count_rejection("overloaded")
-            raise OverloadedError(f"{len(self._queue)} texts are already waiting for the model")
+            raise OverloadedError(f"{waiting} texts are already waiting for the model")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         futures: list[asyncio.Future[Out]] = [loop.create_future() for _ in items]
-        self._queue.extend(
-            _Pending(item, future, deadline) for item, future in zip(items, futures, strict=True)
-        )
+        short_size = self._short_size
+        if short_size is None:
+            self._queue.extend(
+                _Pending(item, future, deadline)
+                for item, future in zip(items, futures, strict=True)
+            )
+        else:
+            size_of = self._size_of
+            assert size_of is not None  # a budget needs it (setter)
+            for item, future in zip(items, futures, strict=True):
+                lane = self._queue if size_of(item) <= short_size else self._long
+                lane.append(_Pending(item, future, deadline))
         self._wakeup.set()
         try:
             if len(futures) == 1:
@@ -170,16 +239,20 @@ class MicroBatcher(Generic[In, Out]):
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while not self._queue:
+            while not self._queue and not self._long:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self._max_wait_s > 0:
+            if self._max_wait_s > 0 and self._queue:
                 await self._fill(loop.time() + self._max_wait_s)
             else:
-                # Not a timer: one turn of the loop lets handlers that are ready now queue too.
+                # Not a timer: one turn of the loop lets handlers that are ready now queue too
+                # (and, between slices of long items, lets short ones in ahead of the next).
                 await asyncio.sleep(0)
-            batch = self._take(loop.time())
-            self._observer.set_queue_depth(len(self._queue))
+            now = loop.time()
+            batch = self._take(now)
+            if self._long:
+                self._take_long(now, batch)
+            self._observer.set_queue_depth(self.queue_depth)
             groups = self._group(batch)
             for index, group in enumerate(groups):
                 try:
@@ -192,16 +265,19 @@ class MicroBatcher(Generic[In, Out]):
                     raise
 
     def _group(self, batch: list[_Pending[In, Out]]) -> list[list[_Pending[In, Out]]]:
-        """`batch` sorted by size, split before any item much longer than its group's first."""
+        """`batch` sorted by size, split before any item much longer than its group's first,
+        and before any item that would take its pass over the budget."""
         size_of = self._size_of
         if size_of is None or len(batch) < 2:
             return [batch] if batch else []
         ordered = sorted(batch, key=lambda pending: size_of(pending.item))
+        budget = self._budget
         groups = [[ordered[0]]]
         limit = 2 * size_of(ordered[0].item) + SPLIT_SLACK
         for pending in ordered[1:]:
             size = size_of(pending.item)
-            if size > limit:
+            # Sorted: `size` is the longest of its group so far, which sets the pass's steps.
+            if size > limit or (budget is not None and len(groups[-1]) >= budget.rows(size)):
                 groups.append([])
                 limit = 2 * size + SPLIT_SLACK
             groups[-1].append(pending)
@@ -225,16 +301,39 @@ class MicroBatcher(Generic[In, Out]):
         queue = self._queue
         while queue and len(batch) < self._max_batch_size:
             pending = queue.popleft()
-            if pending.future.done():  # cancelled: its request has given up
-                continue
-            if pending.deadline < now:
-                self._observer.count_rejection("deadline")
-                pending.future.set_exception(
-                    DeadlineExceededError(f"no result within {self._timeout_s:g} s")
-                )
-                continue
-            batch.append(pending)
+            if self._live(pending, now):
+                batch.append(pending)
         return batch
+
+    def _take_long(self, now: float, batch: list[_Pending[In, Out]]) -> None:
+        """Add one pass's worth of the long lane to `batch`, in arrival order."""
+        budget, size_of = self._budget, self._size_of
+        queue = self._long
+        rows = steps = 0
+        while queue and rows < self._max_batch_size:
+            pending = queue[0]
+            if not self._live(pending, now):
+                queue.popleft()
+                continue
+            if budget is not None and size_of is not None:
+                widest = max(steps, size_of(pending.item))
+                if rows >= budget.rows(widest):  # never true for the first: rows() >= 1
+                    return
+                steps = widest
+            batch.append(queue.popleft())
+            rows += 1
+
+    def _live(self, pending: _Pending[In, Out], now: float) -> bool:
+        """Whether a queued item is still wanted; one past its deadline is failed here."""
+        if pending.future.done():  # cancelled: its request has given up
+            return False
+        if pending.deadline < now:
+            self._observer.count_rejection("deadline")
+            pending.future.set_exception(
+                DeadlineExceededError(f"no result within {self._timeout_s:g} s")
+            )
+            return False
+        return True
 
     async def _run(self, batch: list[_Pending[In, Out]], loop: asyncio.AbstractEventLoop) -> None:
         items = [pending.item for pending in batch]

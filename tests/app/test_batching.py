@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from app.batching import DeadlineExceededError, MicroBatcher, OverloadedError, SerialRunner
+from app.batching import (
+    DeadlineExceededError,
+    MicroBatcher,
+    OverloadedError,
+    PassBudget,
+    SerialRunner,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -324,3 +330,161 @@ async def test_stopping_refuses_every_group_still_waiting() -> None:
     for future in (short, long):
         with pytest.raises(OverloadedError):
             await future
+
+
+# -- pass budgets ------------------------------------------------------------------------------
+
+
+def test_a_pass_budget_trades_rows_for_steps() -> None:
+    budget = PassBudget(1000, step_rows=2)
+    assert budget.rows(100) == 8  # 100 * (8 + 2) = 1000
+    assert budget.rows(101) == 7
+    assert budget.rows(5000) == 1  # never less than one item: its limits are checked upstream
+    assert budget.longest_for(8) == 100
+    assert budget.longest_for(64) == 15  # 15 * 66 = 990; 16 * 66 = 1056
+    for cells, step_rows in ((0, 0), (-1, 0), (10, -1)):
+        with pytest.raises(ValueError, match="cells"):
+            PassBudget(cells, step_rows=step_rows)
+
+
+def test_a_pass_budget_needs_sizes() -> None:
+    with pytest.raises(ValueError, match="size_of"):
+        MicroBatcher(
+            Recorder(), max_batch_size=4, queue_size=4, timeout_s=1.0, budget=PassBudget(10)
+        )
+
+
+def budgeted(run: Lengths, cells: float, **options: Any) -> MicroBatcher[list[int], int]:
+    limits: dict[str, Any] = {"max_batch_size": 64, "queue_size": 256, "timeout_s": 5.0}
+    limits.update(options)
+    return MicroBatcher(run, size_of=len, budget=PassBudget(cells), **limits)
+
+
+async def test_a_budget_cuts_a_costly_batch_into_passes_that_fit() -> None:
+    run = Lengths()
+    texts = [[i] * 30 for i in range(10)]
+    # 100 cells: three texts of 30 tokens a pass.
+    results = await submit_all(budgeted(run, 100), [texts])
+    assert results == [[30 * i for i in range(10)]]
+    assert run.passes == [[30, 30, 30]] * 3 + [[30]]
+
+
+async def test_a_batch_of_short_texts_is_still_one_pass_within_the_budget() -> None:
+    run = Lengths()
+    # 64 rows of up to 15 tokens fit 960 cells: the short lane, as without a budget (and the
+    # lengths within the grouping's slack: 15 <= 2 * 8 + 8).
+    lengths = [8 + i % 8 for i in range(64)]
+    await submit_all(budgeted(run, 960), [[[1] * n for n in lengths]])
+    assert [sorted(lengths)] == run.passes
+
+
+async def test_the_budget_cuts_length_groups_too() -> None:
+    run = Lengths()
+    # Short lane up to 960 // 8 = 120 tokens a text; 8 texts of 100 tokens fit 800 cells, but
+    # with a step cost of 2 rows only 960 // 100 - 2 = 7 of them fit one pass.
+    batcher: MicroBatcher[list[int], int] = MicroBatcher(
+        run,
+        max_batch_size=8,
+        queue_size=64,
+        timeout_s=5.0,
+        size_of=len,
+        budget=PassBudget(960, step_rows=2),
+    )
+    await submit_all(batcher, [[[1] * 100] * 8])
+    assert run.passes == [[100] * 7, [100]]
+
+
+async def test_a_short_text_goes_ahead_of_long_ones_already_queued() -> None:
+    run = Lengths()
+    batcher = budgeted(run, 100)  # short: up to 1 token; a long pass: two of 50 tokens
+    batcher.start()
+    try:
+        long = asyncio.ensure_future(batcher.submit([[2] * 50] * 8))
+        while not run.passes:  # the first slice has run; three more are queued
+            await asyncio.sleep(0)
+        short = await batcher.submit([[7]])
+        assert run.passes == [[50, 50], [1]]  # in before the next slice
+        assert short == [7]
+        assert await long == [100] * 8
+    finally:
+        await batcher.stop()
+    assert run.passes == [[50, 50], [1]] + [[50, 50]] * 3
+
+
+async def test_long_texts_progress_while_short_ones_keep_coming() -> None:
+    run = Lengths()
+    batcher = budgeted(run, 100)
+    batcher.start()
+    try:
+        long = asyncio.ensure_future(batcher.submit([[1] * 50] * 4))
+        while not long.done():  # a new short text as soon as the last one is answered
+            await batcher.submit([[1]])
+        assert await long == [50] * 4
+    finally:
+        await batcher.stop()
+    # Each round runs one slice of the long lane after the short text: two slices, two rounds.
+    assert run.passes[:4] == [[1], [50, 50]] * 2
+    assert run.passes.count([50, 50]) == 2
+
+
+async def test_long_texts_past_their_deadline_are_dropped_not_computed() -> None:
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def blocked(items: list[list[int]]) -> list[int]:
+        seen.append([len(item) for item in items])
+        gate.wait(5)
+        return [len(item) for item in items]
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            blocked,
+            max_batch_size=8,
+            queue_size=64,
+            timeout_s=0.05,
+            executor=executor,
+            size_of=len,
+            budget=PassBudget(100),
+        )
+        batcher.start()
+        try:
+            asyncio.get_running_loop().call_later(0.1, gate.set)  # the first slice is slow
+            with pytest.raises(DeadlineExceededError):
+                await batcher.submit([[1] * 50] * 6)
+            assert await batcher.submit([[1] * 40]) == [40]
+        finally:
+            gate.set()
+            await batcher.stop()
+    assert seen == [[50, 50], [40]]  # the other four waited past their deadline
+
+
+async def test_stopping_refuses_the_long_lane_too() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocked(items: list[list[int]]) -> list[int]:
+        started.set()
+        gate.wait(5)
+        return [len(item) for item in items]
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            blocked,
+            max_batch_size=8,
+            queue_size=64,
+            timeout_s=5.0,
+            executor=executor,
+            size_of=len,
+            budget=PassBudget(100),
+        )
+        batcher.start()
+        long = asyncio.ensure_future(batcher.submit([[1] * 50] * 6))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        assert batcher.queue_depth == 4  # two slices still queued in the long lane
+        with pytest.raises(OverloadedError):  # the queue limit counts both lanes
+            await MicroBatcher.submit(batcher, [[1]] * 61)
+        await batcher.stop()
+        gate.set()
+    with pytest.raises(OverloadedError, match="shutting down"):
+        await long
