@@ -246,6 +246,10 @@ def pair_summary(index: int, point: dict[str, Any], baseline_first: bool) -> dic
         "baseline_p50_ms": baseline["latency_us"]["percentiles"]["50"] / 1000,
         "current_cpu_us_per_request": current["cpu_us_per_request"],
         "baseline_cpu_us_per_request": baseline["cpu_us_per_request"],
+        # The workers' CPU summed (200 = two cores busy): far below, the machine's other load,
+        # not the server, set the rate of that run.
+        "current_cpu_percent": sum(current["cpu_percent_per_worker"]),
+        "baseline_cpu_percent": sum(baseline["cpu_percent_per_worker"]),
         "current_errors": errors_text(current),
         "baseline_errors": errors_text(baseline),
     }
@@ -270,6 +274,8 @@ def medians(pairs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ratio_median_of_pairs": median("p99_ratio"),
         "current_cpu_us_per_request": median("current_cpu_us_per_request"),
         "baseline_cpu_us_per_request": median("baseline_cpu_us_per_request"),
+        "current_cpu_percent": median("current_cpu_percent"),
+        "baseline_cpu_percent": median("baseline_cpu_percent"),
     }
 
 
@@ -277,8 +283,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| pair | first | current req/s | baseline req/s | ratio | current p99 ms "
         "| baseline p99 ms | p99 ratio | CPU µs/request current / baseline "
-        "| errors current / baseline |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| workers' CPU % current / baseline | errors current / baseline |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for pair in results["pairs"]:
         lines.append(
@@ -287,6 +293,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {pair['baseline_p99_ms']:.2f} | {pair['p99_ratio']:.3f} "
             f"| {pair['current_cpu_us_per_request']:,.0f} / "
             f"{pair['baseline_cpu_us_per_request']:,.0f} "
+            f"| {pair['current_cpu_percent']:.0f} / {pair['baseline_cpu_percent']:.0f} "
             f"| {pair['current_errors']} / {pair['baseline_errors']} |"
         )
     m = results["median"]
@@ -294,7 +301,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| **median** | | {m['current_rps']:,.0f} | {m['baseline_rps']:,.0f} "
         f"| **{m['ratio']:.3f}** | {m['current_p99_ms']:.2f} | {m['baseline_p99_ms']:.2f} "
         f"| {m['p99_ratio']:.3f} | {m['current_cpu_us_per_request']:,.0f} / "
-        f"{m['baseline_cpu_us_per_request']:,.0f} | |"
+        f"{m['baseline_cpu_us_per_request']:,.0f} "
+        f"| {m['current_cpu_percent']:.0f} / {m['baseline_cpu_percent']:.0f} | |"
     )
     return "\n".join(lines)
 
