@@ -7,9 +7,11 @@
 #  2. a real Docker engine and the python:3.11-slim stand-in (cached rootfs);
 #  3. the serving image (as container.sh builds it) and the nginx image from deploy/nginx;
 #  4. `docker compose -f docker-compose.yml -f deploy/compose.scale.yaml up -d --wait` with
-#     3 replicas, then .ci/scale_check.py through nginx: requests spread over the replicas,
-#     a /stream continued across replicas, and `docker stop` / `docker kill` of a replica
-#     under a bounded load losing no more than its in-flight requests;
+#     3 replicas, then .ci/scale_check.py through nginx: /metrics refused at the edge, a
+#     forged X-Forwarded-For replaced by nginx (the replicas trust nginx's address only),
+#     requests spread over the replicas, a /stream continued across replicas, and
+#     `docker stop` / `docker kill` of a replica under a bounded load losing no more than its
+#     in-flight requests;
 #  5. `docker compose down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,8 @@ source .ci/lib.sh
 ci_init
 
 COMPOSE=(-p "$PROJECT" -f docker-compose.yml -f deploy/compose.scale.yaml)
-# The replicas share this stream secret (made up for this run, never reused).
+# The replicas share this stream secret (made up for this run, never reused); the overlay
+# requires it from the environment, as in production.
 APP_STREAM_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 HOST_PORT=$(free_port)
 export IMAGE LB_IMAGE APP_STREAM_SECRET HOST_PORT API_REPLICAS=$REPLICAS
@@ -84,11 +87,14 @@ for id in $(docker compose "${COMPOSE[@]}" ps -q api); do
     REPLICA_ADDRESSES+=("$id=$ip")
 done
 ((${#REPLICA_ADDRESSES[@]} == REPLICAS)) || fail "expected $REPLICAS replicas: ${REPLICA_ADDRESSES[*]}"
+LB_ADDRESS=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' \
+    "$(docker compose "${COMPOSE[@]}" ps -q lb)")
+[[ -n $LB_ADDRESS ]] || fail "nginx has no address on the compose network"
 
 say "checks through nginx (.ci/scale_check.py)"
 CHECK_START=$SECONDS
-python3 .ci/scale_check.py "http://127.0.0.1:$HOST_PORT" "${REPLICA_ADDRESSES[@]}" 2>&1 \
-    | tee "$W/check.log"
+python3 .ci/scale_check.py "http://127.0.0.1:$HOST_PORT" "$LB_ADDRESS" "${REPLICA_ADDRESSES[@]}" \
+    2>&1 | tee "$W/check.log"
 CHECK_SECONDS=$((SECONDS - CHECK_START))
 
 # --- 5. down -----------------------------------------------------------------------------------

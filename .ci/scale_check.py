@@ -3,8 +3,11 @@
 Standard library only (it runs on the CI host's python3). Every request goes to the load
 balancer published on 127.0.0.1; every loop is bounded in count and in time.
 
-    python3 .ci/scale_check.py URL ID=IP [ID=IP ...]
+    python3 .ci/scale_check.py URL LB_IP ID=IP [ID=IP ...]
 
+0. edge: /metrics is not served through nginx; a client's own X-Forwarded-For is replaced by
+   nginx, and the replica that answers logs the address nginx saw (it trusts nginx, LB_IP,
+   and no one else), neither the forged one nor nginx's own;
 1. spread: sequential /predict calls reach every replica (the `X-Served-By` header names
    the replica address nginx used) in a fair share;
 2. stream: one /stream text read piece by piece, its pieces answered by different replicas,
@@ -27,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +48,9 @@ TEXTS = [
     "Not bad at all, better than I expected!",
     "Service was slow but the pasta was great",
 ]
+# A documentation address (RFC 5737): what a client would forge to pass as someone else.
+FORGED_CLIENT = "203.0.113.7"
+LOG_WAIT_SECONDS = 10.0
 STREAM_TEXT = (
     "The hotel room was small and the street was noisy, but the staff were lovely "
     "and breakfast was the best I have had in years."
@@ -60,11 +67,15 @@ class Outcome:
 
 
 def call(
-    base: str, path: str, body: Any = None, timeout: float = 30
+    base: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 30,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - main() allows http://127.0.0.1 only
-        base + path, data=data, headers={"content-type": "application/json"}
+        base + path, data=data, headers={"content-type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -81,6 +92,57 @@ def call(
 def last_replica(served_by: str) -> str:
     """The address that answered: the last of those nginx tried."""
     return served_by.rsplit(",", maxsplit=1)[-1].strip()
+
+
+def access_log_line(container: str, request_id: str) -> dict[str, Any]:
+    """The replica's JSON access-log line for `request_id` (waits for it to be written)."""
+    deadline = time.monotonic() + LOG_WAIT_SECONDS
+    while True:
+        # (docker from PATH, with the engine .ci/scale.sh started; ids from `docker compose ps`)
+        logs = subprocess.run(  # noqa: S603
+            ["docker", "logs", container],  # noqa: S607
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for line in (logs.stdout + logs.stderr).splitlines():
+            if request_id in line and line.startswith("{"):
+                record: dict[str, Any] = json.loads(line)
+                if record.get("request_id") == request_id and "client" in record:
+                    return record
+        if time.monotonic() > deadline:
+            sys.exit(f"edge: no access-log line for request {request_id} in {container[:12]}")
+        time.sleep(0.25)
+
+
+def check_edge(base: str, lb_address: str, replicas: dict[str, str]) -> None:
+    status, _, payload = call(base, "/metrics")
+    code = payload.get("error", {}).get("code") if isinstance(payload, dict) else None
+    if (status, code) != (404, "not_found"):
+        sys.exit(f"edge: /metrics through nginx answered {status} {payload!r}; expected 404")
+    request_id = f"scale-check-{uuid.uuid4().hex}"
+    status, headers, payload = call(
+        base,
+        "/predict",
+        {"text": TEXTS[0]},
+        headers={"X-Forwarded-For": FORGED_CLIENT, "X-Request-ID": request_id},
+    )
+    if status != 200:
+        sys.exit(f"edge: /predict answered {status}: {payload}")
+    by_address = {f"{ip}:8000": container for container, ip in replicas.items()}
+    served_by = last_replica(headers.get("X-Served-By", ""))
+    if served_by not in by_address:
+        sys.exit(f"edge: answered by {served_by!r}, not one of {sorted(by_address)}")
+    client = access_log_line(by_address[served_by], request_id)["client"]
+    print(
+        f"  edge: /metrics 404 through nginx; a forged X-Forwarded-For {FORGED_CLIENT} was "
+        f"logged by the replica as client {client} (nginx is {lb_address})"
+    )
+    if client == FORGED_CLIENT:
+        sys.exit("edge: the replica believed the client's own X-Forwarded-For")
+    if client == lb_address:
+        sys.exit("edge: the replica logged nginx as the client: it does not trust nginx")
 
 
 def check_spread(base: str, replicas: dict[str, str]) -> None:
@@ -201,15 +263,16 @@ def check_stop(base: str, replicas: dict[str, str], victim: str, how: str) -> No
 
 
 def main() -> None:
-    base = sys.argv[1]
+    base, lb_address = sys.argv[1], sys.argv[2]
     if not base.startswith("http://127.0.0.1:"):
         sys.exit(f"{base}: only the balancer published on 127.0.0.1 is a target")
-    replicas = dict(pair.split("=", 1) for pair in sys.argv[2:])  # container id -> address
+    replicas = dict(pair.split("=", 1) for pair in sys.argv[3:])  # container id -> address
     if len(replicas) < 3:
         sys.exit(f"need 3 or more replicas, got {replicas}")
     status, _, ready = call(base, "/readyz")
     if status != 200:
         sys.exit(f"/readyz through the balancer: {status} {ready}")
+    check_edge(base, lb_address, replicas)
     check_spread(base, replicas)
     check_stream(base)
     first, second = list(replicas)[:2]

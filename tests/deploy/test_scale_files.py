@@ -3,6 +3,8 @@ and with the app. `.ci/scale.sh` runs them on a real engine; these checks need n
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from app.core.config import Settings
+from app.errors import ERROR_CODES
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +36,31 @@ def _directive(name: str) -> list[str]:
     """The arguments of every `name ...;` directive in nginx.conf (comments ignored)."""
     text = re.sub(r"#[^\n]*", "", NGINX_CONF)
     return [match.strip() for match in re.findall(rf"(?m)^\s*{name}\s+([^;{{}}\n]*);", text)]
+
+
+def _location(pattern: str) -> str:
+    """The body of the nginx.conf `location` whose head is `pattern` (comments ignored).
+
+    Braces inside quoted strings (the JSON bodies of `return`) do not close the block.
+    """
+    text = re.sub(r"#[^\n]*", "", NGINX_CONF)
+    head = f"location {pattern} {{"
+    assert text.count(head) == 1, head
+    start = text.index(head) + len(head)
+    depth, quote = 1, ""
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:index]
+    raise AssertionError(f"{head} is never closed")
 
 
 def _dockerfile() -> DockerfileParser:
@@ -64,8 +92,58 @@ def test_replicas_publish_nothing_and_share_the_stream_secret() -> None:
     assert api["ports"] == "!reset"
     assert api["deploy"]["replicas"].startswith("${API_REPLICAS:-")
     # required, so that no replica falls back to a random per-process secret
-    assert api["environment"]["APP_STREAM_SECRET"].startswith("${APP_STREAM_SECRET:?")
+    secret = api["environment"]["APP_STREAM_SECRET"]
+    assert secret.startswith("${APP_STREAM_SECRET:?")
+    assert secret.endswith("}")
+    message = secret.removeprefix("${APP_STREAM_SECRET:?").removesuffix("}")
+    # compose's error says how to make one; compose interpolates the message too, so no `$`
+    assert "secrets.token_hex(" in message
+    assert "$" not in message
+    assert "}" not in message
     assert "stream_secret" in Settings.model_fields
+
+
+def test_replicas_trust_forwarded_headers_from_nginx_only() -> None:
+    compose = _compose("deploy/compose.scale.yaml")
+    [ipam] = compose["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.IPv4Network(ipam["subnet"])
+    dynamic = ipaddress.IPv4Network(ipam["ip_range"])
+    gateway = ipaddress.ip_address(ipam["gateway"])
+    nginx = ipaddress.ip_address(compose["services"]["lb"]["networks"]["default"]["ipv4_address"])
+    assert dynamic.subnet_of(subnet)
+    assert gateway in subnet
+    assert gateway not in dynamic
+    # nginx's fixed address is one no replica can be given before nginx starts
+    assert nginx in subnet
+    assert nginx not in dynamic
+    assert nginx != gateway
+    # outside Docker's default address pools, so no network Docker made overlaps it
+    pools = [f"172.{second}.0.0/16" for second in range(17, 32)] + ["192.168.0.0/16"]
+    assert not any(subnet.overlaps(ipaddress.IPv4Network(pool)) for pool in pools)
+    trusted = compose["services"]["api"]["environment"]["APP_TRUSTED_PROXIES"]
+    assert Settings(trusted_proxies=trusted).trusted_proxies == (str(nginx),)
+
+
+def test_nginx_replaces_the_clients_forwarded_headers() -> None:
+    """nginx is the edge: a client's own X-Forwarded-For must never reach a replica."""
+    headers = _directive("proxy_set_header")
+    forwarded = [header for header in headers if header.startswith("X-Forwarded-")]
+    # once for the server, once again in /stream/ws, whose own proxy_set_header lines
+    # replace every inherited one
+    assert forwarded == ["X-Forwarded-For $remote_addr", "X-Forwarded-Proto $scheme"] * 2
+    assert "X-Forwarded-For $remote_addr" in _location("= /stream/ws")
+    assert "proxy_add_x_forwarded_for" not in re.sub(r"#[^\n]*", "", NGINX_CONF)
+
+
+def test_nginx_refuses_metrics_with_the_apps_404() -> None:
+    paths = create_app(Settings()).openapi()["paths"]
+    assert "get" in paths["/metrics"]  # the replicas serve it: only nginx refuses it
+    body = _location("= /metrics")
+    assert "proxy_pass" not in body
+    [answer] = re.findall(r"return 404 '([^']*)'", body)
+    error = json.loads(answer.replace("$req_id", "id"))
+    assert error["error"]["code"] == ERROR_CODES[404]
+    assert error["request_id"] == "id"
 
 
 def test_nginx_starts_after_the_replicas_are_healthy() -> None:
