@@ -10,8 +10,10 @@
 #     HEALTHCHECK says healthy; it must run as non-root, carry no secrets
 #     (.ci/image_secrets.py) and answer /predict exactly as the local service (`make serve`)
 #     does on a fixed set of texts;
-#  5. `docker compose up -d --wait` (model mounted read-only), a smoke call, SIGHUP (both
-#     workers reload, the service keeps answering), `docker compose down`.
+#  5. `docker compose up -d --wait` (model mounted read-only, APP_STREAM_SECRET from the
+#     environment as an operator would pass it), a smoke call, a /stream read piece by piece
+#     over new connections (either worker continues it), SIGHUP (both workers reload, the
+#     service keeps answering), `docker compose down`.
 #
 # An image built on the stand-in proves the Dockerfile, not the official base: never publish it.
 set -euo pipefail
@@ -39,6 +41,10 @@ source .ci/lib.sh
 ci_init
 
 COMPOSE=(-p "$PROJECT" -f docker-compose.yml -f deploy/compose.ci.yaml)
+# Made up for this run, never reused: deploy/compose.ci.yaml passes it to the service, which
+# must then sign stream states with it (no value ever sits in a file or in the image).
+APP_STREAM_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+export APP_STREAM_SECRET
 SERVE_PID=""
 cleanup() {
     local status=$?
@@ -222,7 +228,22 @@ print(f"  compose smoke call: {answer['label']} {answer.get('score')}")
 for path in ("/healthz", "/model", "/docs", "/static/swagger-ui/swagger-ui-bundle.js"):
     status, raw = call(path)
     print(f"  GET {path}: {status}, {len(raw)} bytes")
+# Each piece on a new connection, so either worker may take it: both sign and check states
+# with the one APP_STREAM_SECRET (a state another key signed would be a 422).
+text = "The room was small, but the staff were lovely and breakfast was excellent."
+pieces = [text[start : start + 10] for start in range(0, len(text), 10)]
+state = None
+for number, piece in enumerate(pieces):
+    _, raw = call("/stream", {"text": piece, "state": state, "final": number == len(pieces) - 1})
+    answer = json.loads(raw)
+    state = answer.get("state")
+print(f"  /stream in {len(pieces)} pieces: {answer['prediction']['label']}")
 EOF
+# Read whole first: `grep -q` stopping early would fail the pipeline (pipefail) on a match.
+API_LOGS=$(IMAGE=$IMAGE docker compose "${COMPOSE[@]}" logs api 2>&1)
+if grep -q 'APP_STREAM_SECRET is not set' <<<"$API_LOGS"; then
+    fail "the compose service did not get APP_STREAM_SECRET from the environment"
+fi
 # README, "Deploying a new model without a restart": SIGHUP to the container reaches the server
 # (PID 1), the arbiter passes it to both workers, each reloads (the checkpoint is the one
 # served: "nothing to do") and the service stays up.

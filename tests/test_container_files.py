@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from app.main import create_app
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "python:3.11-slim"
 HEALTH_ROUTE = "/readyz"
+# Settings holding credentials: never given a value in a file in git.
+CREDENTIALS = ("APP_API_KEYS", "APP_ADMIN_KEYS", "APP_METRICS_KEYS", "APP_STREAM_SECRET")
 
 
 @dataclass
@@ -346,3 +349,63 @@ def test_ci_override_builds_on_the_host_network_and_mounts_the_model_read_only()
 def test_ci_runs_the_container_check_after_the_tests() -> None:
     lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     assert lines.index("bash .ci/container.sh") > lines.index("make test")
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+def _required_variables(name: str) -> set[str]:
+    """The variables a compose file requires from the environment (`${NAME:?message}`)."""
+    return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", (ROOT / name).read_text()))
+
+
+def test_no_compose_file_or_env_example_holds_a_credential() -> None:
+    for name in ("docker-compose.yml", "deploy/compose.ci.yaml", "deploy/compose.scale.yaml"):
+        services = yaml.safe_load(
+            # compose's `!reset` tag: a plain string is enough to read the environment
+            (ROOT / name).read_text().replace("!reset", "")
+        )["services"]
+        for service in services.values():
+            environment = service.get("environment") or {}
+            for setting in set(CREDENTIALS) & set(environment):
+                # only ever taken from the environment compose runs in, and required there
+                assert environment[setting].startswith(f"${{{setting}:?"), (name, setting)
+    # the single service needs no stream secret: its workers share the one made before fork
+    assert not set(CREDENTIALS) & set(_api_service()["environment"])
+    for line in (ROOT / "env.example").read_text().splitlines():
+        setting, equals, value = line.lstrip("# ").partition("=")
+        if equals and setting in CREDENTIALS:
+            assert line.startswith("# ")
+            assert value == ""
+    # and any value a placeholder would have been is refused at start-up
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(stream_secret="example-stream-secret-CHANGE-ME")
+
+
+def test_ci_exports_every_variable_its_compose_files_require() -> None:
+    container, scale = ((ROOT / f".ci/{name}.sh").read_text() for name in ("container", "scale"))
+    # both build the image through compose.ci.yaml (.ci/lib.sh, ci_build_image)
+    for variable in _required_variables("deploy/compose.ci.yaml"):
+        for script in (container, scale):
+            assert re.search(rf"(?m)^export [^\n]*\b{variable}\b", script), variable
+    for variable in _required_variables("deploy/compose.scale.yaml"):
+        assert re.search(rf"(?m)^export [^\n]*\b{variable}\b", scale), variable
+    assert "APP_STREAM_SECRET" in _required_variables("deploy/compose.scale.yaml")
+    # made up per run, never a fixed value
+    for script in (container, scale):
+        assert "APP_STREAM_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(" in script
+
+
+def test_env_files_with_credentials_stay_out_of_git() -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "prod.env", "secrets.env", ".env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ignored.stdout.split() == ["prod.env", "secrets.env", ".env"]
+    kept = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", "env.example"], cwd=ROOT, check=False
+    )
+    assert kept.returncode == 1  # the template stays tracked
