@@ -9,6 +9,8 @@ needs a cluster or the network.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -23,6 +25,9 @@ from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+# The Secret the operator creates (README: Kubernetes) and the Deployment reads.
+SECRET_NAME = "rnn-sentiment-secrets"
+SECRET_KEYS = ("APP_API_KEYS", "APP_METRICS_KEYS", "APP_STREAM_SECRET")
 # The oldest Kubernetes the manifests are meant for (autoscaling/v2 and policy/v1 are GA), and
 # the newest the installed schemas know.
 SCHEMA_VERSIONS = ("1.25", k8s_schema.latest_version())
@@ -66,6 +71,21 @@ def _rendered(directory: Path = K8S) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def _operator_secret() -> dict[str, str]:
+    """What the README's `kubectl create secret` makes: a random value per key."""
+    return {name: secrets.token_hex(24) for name in SECRET_KEYS}
+
+
+def _secret_refs(resources: list[dict[str, Any]]) -> list[str]:
+    containers = _one("Deployment", resources)["spec"]["template"]["spec"]["containers"]
+    return [
+        source["secretRef"]["name"]
+        for container in containers
+        for source in container.get("envFrom", [])
+        if "secretRef" in source
+    ]
+
+
 def _quantity(value: str | int) -> float:
     """A Kubernetes quantity ("500m", "1", "512Mi", "1Gi") as a number (cores or bytes)."""
     text = str(value)
@@ -94,7 +114,6 @@ def test_every_manifest_matches_the_kubernetes_schema(version: str) -> None:
         "Deployment",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
-        "Secret",
         "Service",
     ]
 
@@ -160,20 +179,19 @@ def test_pdb_covers_the_deployments_pods_and_leaves_one_serving() -> None:
     assert pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
 
 
-def test_settings_come_from_the_configmap_and_secret_and_are_valid(
+def test_settings_come_from_the_configmap_and_the_operators_secret_and_are_valid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config_map, secret = _one("ConfigMap"), _one("Secret")
+    config_map = _one("ConfigMap")
     sources = {
         kind: ref["name"] for source in _container()["envFrom"] for kind, ref in source.items()
     }
-    assert sources == {
-        "configMapRef": config_map["metadata"]["name"],
-        "secretRef": secret["metadata"]["name"],
-    }
-    values = {**config_map["data"], **secret["stringData"]}
+    assert sources == {"configMapRef": config_map["metadata"]["name"], "secretRef": SECRET_NAME}
     known = {f"APP_{name.upper()}" for name in Settings.model_fields} | {"WORKERS"}
-    assert set(values) <= known
+    assert set(config_map["data"]) <= known
+    assert set(SECRET_KEYS) <= known
+    assert not set(SECRET_KEYS) & set(config_map["data"])  # credentials never in the ConfigMap
+    values = {**config_map["data"], **_operator_secret()}
     assert all(isinstance(value, str) for value in values.values())  # env values are strings
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -181,15 +199,43 @@ def test_settings_come_from_the_configmap_and_secret_and_are_valid(
     assert server.workers == 1  # one model copy per pod, as the resources are sized
     assert settings.torch_threads == 1
     assert settings.api_keys
+    assert settings.metrics_keys
+    assert settings.stream_secret is not None
+    assert settings.trusted_proxies  # the ingress controller's forwarded client address
 
 
-def test_secret_holds_the_keys_and_the_shared_stream_secret_as_marked_examples() -> None:
-    secret = _one("Secret")
-    assert set(secret["stringData"]) == {"APP_API_KEYS", "APP_STREAM_SECRET"}
-    # never a real credential in git
-    assert all("CHANGE-ME" in value for value in secret["stringData"].values())
-    assert "EXAMPLE VALUES ONLY" in (K8S / "secret.yaml").read_text()
-    assert "data" not in secret
+def test_the_base_holds_no_credentials_and_the_deployment_names_the_secret() -> None:
+    rendered = _rendered()
+    kinds = [resource["kind"] for resource in rendered]
+    assert "Secret" not in kinds
+    assert not any("secret" in path.name.lower() for path in K8S.iterdir())
+    for resource in rendered:
+        assert "data" not in resource or resource["kind"] == "ConfigMap"
+        assert "stringData" not in resource
+    # Required, not optional: without the operator's Secret a pod waits instead of serving
+    # with no keys.
+    assert _secret_refs(rendered) == [SECRET_NAME]
+    [ref] = [source for source in _container()["envFrom"] if "secretRef" in source]
+    assert ref["secretRef"].get("optional", False) is False
+
+
+def test_the_readme_creates_the_secret_the_deployment_reads() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [command] = re.findall(
+        r"kubectl (?:-n \S+ )?create secret generic (?:[^\n]*\\\n)*[^\n]*", readme
+    )
+    assert f"generic {SECRET_NAME} " in command
+    literals = re.findall(r"--from-literal=([A-Z_]+)=", command)
+    assert sorted(literals) == sorted(SECRET_KEYS)
+    assert "openssl rand" in command  # generated, never a value written in the README
+
+
+def test_no_annotation_invites_an_unauthenticated_scrape() -> None:
+    """With APP_METRICS_KEYS set, a scrape without a bearer token gets 401 on every pod."""
+    template = _one("Deployment")["spec"]["template"]
+    annotations = template["metadata"].get("annotations", {})
+    assert not [name for name in annotations if name.startswith("prometheus.io/")]
+    assert "metrics_keys" in Settings.model_fields
 
 
 def test_pods_run_hardened_with_a_writable_tmp_only() -> None:
@@ -229,10 +275,10 @@ def test_rolling_update_and_shutdown_keep_capacity() -> None:
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1])
 
 
-def test_an_overlay_replaces_the_example_secret_and_sets_the_image(tmp_path: Path) -> None:
-    """The README's recipe: your own overlay, outside git, over deploy/k8s."""
+def test_an_overlay_generates_the_secret_and_sets_the_image(tmp_path: Path) -> None:
+    """The README's other recipe: your own overlay, its secrets.env git-ignored."""
     (tmp_path / "secrets.env").write_text(
-        "APP_API_KEYS=0123456789abcdef\nAPP_STREAM_SECRET=fedcba9876543210fedcba\n"
+        "".join(f"{name}={value}\n" for name, value in _operator_secret().items())
     )
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
@@ -249,21 +295,22 @@ def test_an_overlay_replaces_the_example_secret_and_sets_the_image(tmp_path: Pat
                         "newTag": "1",
                     }
                 ],
-                "secretGenerator": [
-                    {
-                        "name": "rnn-sentiment-secrets",
-                        "behavior": "replace",
-                        "envs": ["secrets.env"],
-                    }
-                ],
+                "secretGenerator": [{"name": SECRET_NAME, "envs": ["secrets.env"]}],
             }
         )
     )
     rendered = _rendered(tmp_path)
     secret = _one("Secret", rendered)
-    assert sorted(secret["data"]) == ["APP_API_KEYS", "APP_STREAM_SECRET"]
+    assert sorted(secret["data"]) == sorted(SECRET_KEYS)
     assert "stringData" not in secret
+    # kustomize names the Secret after its content and points the Deployment at that name,
+    # so changing a key rolls the pods.
+    assert secret["metadata"]["name"].startswith(f"{SECRET_NAME}-")
+    assert _secret_refs(rendered) == [secret["metadata"]["name"]]
     pod = _one("Deployment", rendered)["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example.com/ml/rnn:1"
-    assert {"secretRef": {"name": secret["metadata"]["name"]}} in pod["containers"][0]["envFrom"]
     assert {doc["metadata"]["namespace"] for doc in rendered} == {"sentiment"}
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "my-deploy/secrets.env"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "an overlay's secrets.env inside the work tree is not ignored"
