@@ -229,7 +229,7 @@ async def test_unexpected_exception_is_a_clean_500(serve: Any, monkeypatch: Any)
 
 
 class TestAuth:
-    KEYS = "first-key-123,second-key-456"
+    KEYS = "first-key-1234567890,second-key-4567890123"
 
     async def test_inference_routes_need_a_key(self, serve: Any) -> None:
         async with serve("rnn", api_keys=self.KEYS) as client:
@@ -268,7 +268,9 @@ class TestAuth:
         caplog.set_level("DEBUG")
         async with serve("rnn", api_keys=self.KEYS, log_level="DEBUG") as client:
             await client.post(
-                "/predict", json={"text": "hi"}, headers={"authorization": "Bearer first-key-123"}
+                "/predict",
+                json={"text": "hi"},
+                headers={"authorization": "Bearer first-key-1234567890"},
             )
             await client.post(
                 "/predict", json={"text": "hi"}, headers={"authorization": "Bearer guess-key-999"}
@@ -284,5 +286,5 @@ class TestAuth:
         assert response.status_code == 200
 
     def test_short_keys_are_refused_at_start_up(self, make_settings: Any) -> None:
-        with pytest.raises(ValueError, match="8 or more"):
+        with pytest.raises(ValueError, match="16 or more"):
             make_settings("rnn", api_keys="short")
