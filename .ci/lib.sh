@@ -153,7 +153,8 @@ ci_torch_wheel() {
 }
 
 # The serving image, tagged $1, through compose + deploy/compose.ci.yaml (host network, torch
-# from wheels/, BuildKit). Sets BUILD_SECONDS and IMAGE_MB.
+# from wheels/, BuildKit). Sets BUILD_SECONDS and IMAGE_MB. The caller exports APP_STREAM_SECRET
+# first: compose reads all of deploy/compose.ci.yaml, which requires it, even to build.
 ci_build_image() {
     local image=$1 start=$SECONDS
     say "building $image (compose + CI override, BuildKit)"
