@@ -36,7 +36,8 @@ from run import read_sentences  # noqa: E402 - bench/run.py, beside this script
 from app.predictor import Predictor, dtype_name  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data import load_default_corpus, stratified_split  # noqa: E402
+from training.corpora import load_default_corpus  # noqa: E402
+from training.data import stratified_split  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
 from training.model import pad_ids  # noqa: E402
 from training.tokenizer import tokenize  # noqa: E402

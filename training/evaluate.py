@@ -7,7 +7,8 @@ from typing import Any
 
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.data import DataError, load_default_corpus, load_file
+from training.corpora import load_default_corpus
+from training.data import DataError, load_file
 from training.metrics import classification_metrics
 from training.train import encode, predict_indices, split_examples
 

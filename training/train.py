@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from training import checkpoint
 from training.config import TrainConfig
+from training.corpora import load_default_corpus
 from training.data import (
     Corpus,
     Example,
     Split,
-    load_default_corpus,
     load_file,
     stratified_split,
 )
