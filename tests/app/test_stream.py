@@ -27,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.types import ASGIApp, Message
 
+from app.api.routes.stream import _origin_refusal
 from app.core.config import Settings
 from app.main import create_app
 from app.predictor import BFLOAT16_TOLERANCE, Predictor
@@ -900,6 +901,69 @@ async def test_websocket_authentication(make_settings: Any) -> None:
         async with websocket(app) as ws:
             await ws.send({"text": "good"})
             assert (await ws.expect_close())[:2] == (1008, "unauthorized")
+
+
+def handshake(
+    origin: str | None, host: str, server: tuple[str, int] = ("10.0.0.5", 8000)
+) -> dict[str, Any]:
+    headers = [(b"host", host.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return {"type": "websocket", "headers": headers, "server": server}
+
+
+LOOPBACK = ("127.0.0.1", 8000)
+
+
+@pytest.mark.parametrize(
+    ("scope", "listed", "keyed", "accepted"),
+    [
+        pytest.param(handshake(None, "any.test"), (), False, True, id="no-origin"),
+        pytest.param(
+            handshake("http://svc.test:8000", "svc.test:8000"), (), False, True, id="same"
+        ),
+        pytest.param(handshake("https://svc.test", "svc.test"), (), False, True, id="default-port"),
+        pytest.param(
+            handshake("http://svc.test", "svc.test:443"), (), False, False, id="80-vs-443"
+        ),
+        pytest.param(handshake("https://svc.test", "svc.test:443"), (), False, True, id="443"),
+        pytest.param(handshake("http://svc.test:8080", "svc.test"), (), False, False, id="port"),
+        pytest.param(
+            handshake("http://SVC.test:8000", "svc.TEST:8000"), (), False, True, id="case"
+        ),
+        pytest.param(handshake("http://other.test", "svc.test"), (), False, False, id="foreign"),
+        pytest.param(handshake("http://other.test", "svc.test"), ("*",), False, True, id="star"),
+        pytest.param(
+            handshake("http://[::1]:8000", "[::1]:8000", ("::1", 8000)), (), False, True, id="v6"
+        ),
+        pytest.param(handshake("http://a.test:8000", "a.test:8000", LOOPBACK), (), False, False),
+        pytest.param(handshake("http://a.test:8000", "a.test:8000", LOOPBACK), (), True, True),
+        pytest.param(
+            handshake("http://a.test:8000", "a.test:8000", LOOPBACK),
+            ("http://a.test:8000",),
+            False,
+            True,
+            id="rebinding-guard-listed",
+        ),
+        pytest.param(
+            handshake("http://a.test:8000", "a.test:8000", ("::ffff:127.0.0.1", 8000)),
+            (),
+            False,
+            False,
+            id="rebinding-guard-v4-mapped",
+        ),
+        pytest.param(
+            handshake("http://localhost:8000", "localhost:8000", LOOPBACK), (), False, True
+        ),
+        pytest.param(handshake("http://svc.test", "svc.test:x"), (), False, False, id="bad-host"),
+        pytest.param(handshake("http://svc.test", "u@svc.test"), (), False, False, id="userinfo"),
+        pytest.param(handshake("http://u@svc.test", "svc.test"), (), False, False, id="userinfo2"),
+    ],
+)
+def test_the_websocket_origin_rule(
+    scope: dict[str, Any], listed: tuple[str, ...], keyed: bool, accepted: bool
+) -> None:
+    assert (_origin_refusal(scope, listed, keyed=keyed) is None) is accepted
 
 
 # ---------------------------------------------------------------------------------------------
