@@ -44,9 +44,11 @@ the handshake (`Origin`); without a check, any site a user visits could use a se
 reach and the site cannot, such as one on their own machine (cross-site WebSocket hijacking). A
 handshake with an `Origin` is accepted when the origin is listed in `APP_CORS_ORIGINS` (scheme,
 host and port; `*` lists every origin), or has the host and port of the handshake's `Host`: the
-page is the service's own, such as the explorer served at `/`. The scheme is not compared, as a
-TLS-terminating proxy in front makes it differ, and a `Host` without a port matches an origin on
-its scheme's default port. Anything else is refused at the handshake (HTTP 403) and logged.
+page is one the service serves itself. The scheme is not compared, as a TLS-terminating proxy
+in front makes it differ; a `Host` without a port matches its name on any port, as a proxy may
+drop the port (nginx's `$host` does), and to a browser another port of the same name is the
+same site anyway (it shares its cookies). Anything else is refused at the handshake (HTTP 403)
+and logged.
 Clients that send no `Origin` (anything but a browser) are not affected.
 
 DNS rebinding defeats the same-origin rule on its own: a page at `http://attacker.test:8000`
@@ -419,9 +421,7 @@ def _origin_refusal(scope: Scope, cors_origins: tuple[str, ...], *, keyed: bool)
 def _same_host(origin: _Origin, host: tuple[str, int | None]) -> bool:
     _, origin_name, origin_port = origin
     name, port = host
-    if name != origin_name:
-        return False
-    return origin_port == port if port is not None else origin_port in (80, 443)
+    return name == origin_name and (port is None or port == origin_port)
 
 
 def _on_loopback(scope: Scope) -> bool:
