@@ -15,6 +15,10 @@ Normalisation is what makes a small vocabulary go far:
 - runs of "!" / "?" / "." collapse ("!!!" -> "!").
 Elongated words ("soooo goood") are handled at lookup time by `Vocabulary.lookup`, which
 tries the word as written, then with letter runs cut to two, then to one.
+
+Every entry point (`tokenize`, `token_norms`, `scan`, `Vocabulary.lookup` and the encoders) takes
+time linear in the text's length whatever the text, so an untrusted text cannot make it slow
+(see the comment on `_PATTERN` for how the pattern keeps to that).
 """
 
 from __future__ import annotations
@@ -75,15 +79,29 @@ NEGATION_FORMS = {
 
 _EYES = r"[:;=8]"
 _NOSE = r"[-o*'^]?"
+# A scan stays linear in the text because no alternative walks a stretch of it more than a
+# bounded number of times, whatever the text:
+# - an emoticon that starts with a run of brackets ("((:", "]]]:") is tried from the run's first
+#   bracket only. The scan can stand inside such a run only after the bracket before failed as
+#   an emoticon and was taken as punctuation; from inside, the run ends at the same place and
+#   fails the same way, so the lookbehind rejects it at once instead of walking the rest of the
+#   run again, which made a long run of brackets quadratic. Same tokens as without it, given
+#   that a scan starts at the text's start or after whitespace (`scan`, `tokenize`).
+# - a run that can never give a character back to what follows it is possessive (`++`, `*+`):
+#   "xxxx", ":dddd" or "^____" that do not end as a laugh fail in one pass instead of trying
+#   every shorter run;
+# - `negstem` must backtrack to find where "n't" starts, but it walks a run of letters only
+#   where the scan enters the run, and when it fails `word` takes the rest of the run;
+# - the other alternatives fail after a character or two, or match all they walk.
 _PATTERN = re.compile(
     r"""
     (?P<url>(?:https?://|www\.)[^\s<>"]+)
   | (?P<heart><3+|♥|❤️?)
-  | (?P<laugh>(?<![^\W\d_])x+d+(?![^\W\d_])|(?<![^\W\d_])[:;=8]-?d+(?![^\W\d_])|\^_*\^)
+  | (?P<laugh>(?<![^\W\d_])x++d++(?![^\W\d_])|(?<![^\W\d_])[:;=8]-?+d++(?![^\W\d_])|\^_*+\^)
   | (?P<smile>"""
     + _EYES
     + _NOSE
-    + r"""[)\]}>]+|\(+"""
+    + r"""[)\]}>]+|\((?<!\(\()\(*+"""
     + _NOSE
     + _EYES
     + r""")
@@ -91,7 +109,7 @@ _PATTERN = re.compile(
     + _EYES
     + r"""'?"""
     + _NOSE
-    + r"""[(\[{<]+|[)\]]+"""
+    + r"""[(\[{<]+|[)\]](?<![)\]]{2})[)\]]*+"""
     + _NOSE
     + _EYES
     + r"""|</3)
@@ -118,11 +136,13 @@ _PATTERN = re.compile(
     re.VERBOSE | re.IGNORECASE,
 )
 # What `tokenize` cuts a text into before scanning, and the one all-letter token that is not
-# a word (`_PATTERN`'s first `laugh` alternative).
+# a word (`_PATTERN`'s first `laugh` alternative). Possessive, like the runs of `_PATTERN`, and
+# so are the runs of one repeated character that `lookup_candidates` shortens: nothing after
+# them could use a character they gave back, so each run is walked once.
 _PIECE = re.compile(r"\S+")
-_LAUGH = re.compile(r"x+d+", re.IGNORECASE)
-_ELONGATED_TO_TWO = re.compile(r"(.)\1{2,}")
-_ELONGATED_TO_ONE = re.compile(r"(.)\1+")
+_LAUGH = re.compile(r"x++d++", re.IGNORECASE)
+_ELONGATED_TO_TWO = re.compile(r"(.)\1{2,}+")
+_ELONGATED_TO_ONE = re.compile(r"(.)\1++")
 
 
 class Token(NamedTuple):
@@ -174,7 +194,8 @@ def _normalise(kind: str, text: str) -> str:
 
 
 def tokenize(text: str) -> list[Token]:
-    """Split `text` into tokens; deterministic, never raises on any `str`.
+    """Split `text` into tokens; deterministic, never raises on any `str`, and linear in the
+    text's length for any text (see `_PATTERN`).
 
     Same tokens as scanning the whole text with `_PATTERN` (`scan`), faster: no token spans
     whitespace, so the text is cut at whitespace first, and a piece made of letters only is one

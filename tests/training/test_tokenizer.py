@@ -47,6 +47,38 @@ def test_normalisation(text: str, expected: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("((((:", ["<smile>"], id="open-run-then-eyes"),
+        pytest.param("(((-:", ["<smile>"], id="open-run-nose-eyes"),
+        pytest.param("((:(", ["<smile>", "("], id="open-run-face-then-bracket"),
+        pytest.param("(((( x", ["(", "(", "(", "(", "x"], id="open-run-alone"),
+        pytest.param("((((-x", ["(", "(", "(", "(", "-", "x"], id="open-run-nose-no-eyes"),
+        pytest.param(")]):", ["<sad>"], id="closing-run-then-eyes"),
+        pytest.param(")]:)]", ["<sad>", ")", "]"], id="closing-runs-one-face"),
+        pytest.param("))]x", [")", ")", "]", "x"], id="closing-run-alone"),
+        pytest.param(":))))", ["<smile>"], id="eyes-then-closing-run"),
+        pytest.param(":((((", ["<sad>"], id="eyes-then-open-run"),
+        pytest.param("^___^ ^___", ["<laugh>", "^"], id="carets"),
+        pytest.param(":dddd :dddda", ["<laugh>", ":", "dddda"], id="eyes-then-ds"),
+        pytest.param("xxxxd xxxxda 1xxxd", ["<laugh>", "xxxxda", "<number>", "<laugh>"], id="xd"),
+    ],
+)
+def test_runs_that_may_start_an_emoticon(text: str, expected: list[str]) -> None:
+    # A run is an emoticon only when the whole run is followed by the rest of the face;
+    # otherwise each bracket is a token of its own.
+    assert norms(text) == expected
+
+
+def test_long_bracket_runs() -> None:
+    # Each bracket of a long run is a token, and the same run before eyes is one emoticon.
+    assert norms("(" * 20_000) == ["("] * 20_000
+    assert norms("(" * 20_000 + ":") == ["<smile>"]
+    assert norms("])" * 10_000 + "-:") == ["<sad>"]
+    assert norms("])" * 10_000 + "-x") == ["]", ")"] * 10_000 + ["-", "x"]
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "I don't like it!!! :) soooo bad",
