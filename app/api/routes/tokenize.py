@@ -31,7 +31,8 @@ async def tokenize(
                 }
             ]
         )
-    # Tokenizing is linear in the text and takes microseconds: no need for the model's thread.
+    # Tokenizing is linear in the text's length whatever the text, and the length was capped
+    # just above, so it is short enough to run on the event loop: no need for the model's thread.
     vocab = runtime.predictor.vocab
     tokens = [
         TokenizedToken.model_construct(
