@@ -26,17 +26,24 @@ group's work. Results do not depend on grouping: each item's output is its own (
 Bounded passes (`budget`, a `PassBudget`): a pass on the event loop holds it for its whole
 run, and one pass over a full batch of long texts runs for hundreds of milliseconds, while
 every other request of the worker waits. With a budget (cells a pass may cost, which the
-caller sizes from the model's measured speed), no pass costs more than the budget: a group
-too costly for one pass is cut into several, and texts too long for a full batch of them to
-fit one pass (the long lane) are queued apart from the rest and taken one pass's worth per
-round. Each round runs the short texts waiting (one full batch at most)
-before that slice, and the loop turns between passes, so a short text waits for at most one
-slice of long ones, however many are queued, while long texts still progress every round.
+caller sizes from the model's measured speed), texts too long for a full batch of them to fit
+one pass wait apart from the rest, in the long lane, and a group of short texts too costly
+for one pass is cut into several. The long lane runs one of two ways:
+
+- with `long_executor`, on that thread, in batches of up to `max_batch_size` (grouped by
+  length as usual), while the worker goes on with short texts: their passes never wait for
+  a long one, and long texts keep the efficiency of full batches (the pass releases the GIL
+  while it computes);
+- without, in slices within the budget on the worker itself: each round runs the short
+  texts waiting (one full batch at most), then one slice of long ones, and the loop turns
+  between passes; a short text waits for at most one slice however many long texts are
+  queued, and long texts still progress every round.
+
 FIFO order holds within each lane.
 
-The model runs on `executor` (one dedicated thread, so torch is only ever entered from one
-place), or on the event loop itself when `executor` is None (measured faster with 2 worker
-processes: no thread hand-off, no GIL contention; PERFORMANCE.md item 3).
+The model runs on `executor` (one dedicated thread), or on the event loop itself when
+`executor` is None (measured faster with 2 worker processes: no thread hand-off, no GIL
+contention; PERFORMANCE.md item 3); the long lane's passes, on `long_executor` when given.
 """
 
 from __future__ import annotations
@@ -146,6 +153,7 @@ class MicroBatcher(Generic[In, Out]):
         observer: BatchObserver | None = None,
         size_of: Callable[[In], int] | None = None,
         budget: PassBudget | None = None,
+        long_executor: Executor | None = None,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or timeout_s <= 0 or max_wait_s < 0:
             raise ValueError("batcher limits must be positive")
@@ -162,8 +170,11 @@ class MicroBatcher(Generic[In, Out]):
         self._long: deque[_Pending[In, Out]] = deque()
         self._budget: PassBudget | None = None
         self._short_size: int | None = None  # above it an item goes to `_long`; None: no lanes
+        self._long_executor = long_executor
         self._wakeup = asyncio.Event()
+        self._long_wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._long_worker: asyncio.Task[None] | None = None
         self.budget = budget
 
     @property
@@ -187,16 +198,21 @@ class MicroBatcher(Generic[In, Out]):
         return self._worker is not None and not self._worker.done()
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
+            self._worker = loop.create_task(self._work(), name="batcher")
+        if self._long_executor is not None and self._long_worker is None:
+            self._long_worker = loop.create_task(self._work_long(), name="batcher-long")
 
     async def stop(self) -> None:
-        """Stop the worker; whatever is still queued is refused with `OverloadedError`."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        """Stop the workers; whatever is still queued is refused with `OverloadedError`."""
+        workers = [self._worker, self._long_worker]
+        self._worker = self._long_worker = None
+        for worker in workers:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
         for queue in (self._queue, self._long):
             while queue:
                 pending = queue.popleft()
@@ -226,6 +242,8 @@ class MicroBatcher(Generic[In, Out]):
             for item, future in zip(items, futures, strict=True):
                 lane = self._queue if size_of(item) <= short_size else self._long
                 lane.append(_Pending(item, future, deadline))
+            if self._long:
+                self._long_wakeup.set()
         self._wakeup.set()
         try:
             if len(futures) == 1:
@@ -238,8 +256,9 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        sliced = self._long_executor is None  # else the long lane has a worker of its own
         while True:
-            while not self._queue and not self._long:
+            while not self._queue and not (sliced and self._long):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             if self._max_wait_s > 0 and self._queue:
@@ -249,29 +268,49 @@ class MicroBatcher(Generic[In, Out]):
                 # (and, between slices of long items, lets short ones in ahead of the next).
                 await asyncio.sleep(0)
             now = loop.time()
-            batch = self._take(now)
-            if self._long:
+            batch = self._take(self._queue, now)
+            if sliced and self._long:
                 self._take_long(now, batch)
             self._observer.set_queue_depth(self.queue_depth)
-            groups = self._group(batch)
-            for index, group in enumerate(groups):
-                try:
-                    if index:
-                        await asyncio.sleep(0)  # the shorter group's answers go out first
-                    await self._run(group, loop)
-                except asyncio.CancelledError:
-                    for waiting in groups[index:]:  # stopping: nobody may wait forever
-                        _refuse(waiting, "the service is shutting down")
-                    raise
+            await self._run_groups(self._group(batch, self._budget), loop, self._executor)
 
-    def _group(self, batch: list[_Pending[In, Out]]) -> list[list[_Pending[In, Out]]]:
+    async def _work_long(self) -> None:
+        """The long lane's worker, with `long_executor` (module doc)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._long:
+                self._long_wakeup.clear()
+                await self._long_wakeup.wait()
+            await asyncio.sleep(0)  # as `_work`: requests ready now join this batch
+            batch = self._take(self._long, loop.time())
+            self._observer.set_queue_depth(self.queue_depth)
+            await self._run_groups(self._group(batch, None), loop, self._long_executor)
+
+    async def _run_groups(
+        self,
+        groups: list[list[_Pending[In, Out]]],
+        loop: asyncio.AbstractEventLoop,
+        executor: Executor | None,
+    ) -> None:
+        for index, group in enumerate(groups):
+            try:
+                if index:
+                    await asyncio.sleep(0)  # the shorter group's answers go out first
+                await self._run(group, loop, executor)
+            except asyncio.CancelledError:
+                for waiting in groups[index:]:  # stopping: nobody may wait forever
+                    _refuse(waiting, "the service is shutting down")
+                raise
+
+    def _group(
+        self, batch: list[_Pending[In, Out]], budget: PassBudget | None
+    ) -> list[list[_Pending[In, Out]]]:
         """`batch` sorted by size, split before any item much longer than its group's first,
-        and before any item that would take its pass over the budget."""
+        and before any item that would take its pass over `budget`."""
         size_of = self._size_of
         if size_of is None or len(batch) < 2:
             return [batch] if batch else []
         ordered = sorted(batch, key=lambda pending: size_of(pending.item))
-        budget = self._budget
         groups = [[ordered[0]]]
         limit = 2 * size_of(ordered[0].item) + SPLIT_SLACK
         for pending in ordered[1:]:
@@ -296,9 +335,8 @@ class MicroBatcher(Generic[In, Out]):
             except TimeoutError:
                 return
 
-    def _take(self, now: float) -> list[_Pending[In, Out]]:
+    def _take(self, queue: deque[_Pending[In, Out]], now: float) -> list[_Pending[In, Out]]:
         batch: list[_Pending[In, Out]] = []
-        queue = self._queue
         while queue and len(batch) < self._max_batch_size:
             pending = queue.popleft()
             if self._live(pending, now):
@@ -306,7 +344,8 @@ class MicroBatcher(Generic[In, Out]):
         return batch
 
     def _take_long(self, now: float, batch: list[_Pending[In, Out]]) -> None:
-        """Add one pass's worth of the long lane to `batch`, in arrival order."""
+        """Add one slice of the long lane to `batch`, in arrival order: as many items as fit
+        one pass within the budget."""
         budget, size_of = self._budget, self._size_of
         queue = self._long
         rows = steps = 0
@@ -335,14 +374,19 @@ class MicroBatcher(Generic[In, Out]):
             return False
         return True
 
-    async def _run(self, batch: list[_Pending[In, Out]], loop: asyncio.AbstractEventLoop) -> None:
+    async def _run(
+        self,
+        batch: list[_Pending[In, Out]],
+        loop: asyncio.AbstractEventLoop,
+        executor: Executor | None,
+    ) -> None:
         items = [pending.item for pending in batch]
         started = time.perf_counter()
         try:
-            if self._executor is None:
+            if executor is None:
                 outputs = self._run_batch(items)
             else:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, items)
+                outputs = await loop.run_in_executor(executor, self._run_batch, items)
             if len(outputs) != len(items):
                 raise RuntimeError(f"run_batch returned {len(outputs)} outputs for {len(items)}")
         except asyncio.CancelledError:

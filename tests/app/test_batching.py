@@ -441,14 +441,14 @@ async def test_long_texts_past_their_deadline_are_dropped_not_computed() -> None
             blocked,
             max_batch_size=8,
             queue_size=64,
-            timeout_s=0.05,
+            timeout_s=0.25,
             executor=executor,
             size_of=len,
             budget=PassBudget(100),
         )
         batcher.start()
         try:
-            asyncio.get_running_loop().call_later(0.1, gate.set)  # the first slice is slow
+            asyncio.get_running_loop().call_later(0.5, gate.set)  # the first slice is slow
             with pytest.raises(DeadlineExceededError):
                 await batcher.submit([[1] * 50] * 6)
             assert await batcher.submit([[1] * 40]) == [40]
@@ -488,3 +488,92 @@ async def test_stopping_refuses_the_long_lane_too() -> None:
         gate.set()
     with pytest.raises(OverloadedError, match="shutting down"):
         await long
+
+
+async def test_with_a_long_executor_short_texts_never_wait_for_a_long_pass() -> None:
+    gate = threading.Event()
+    threads: dict[int, str] = {}
+
+    def run(items: list[list[int]]) -> list[int]:
+        threads[len(items[0])] = threading.current_thread().name
+        if len(items[0]) == 50:
+            gate.wait(5)
+        return [len(item) for item in items]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="long") as long_executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            run,
+            max_batch_size=64,
+            queue_size=256,
+            timeout_s=5.0,
+            size_of=len,
+            budget=PassBudget(100),  # short: up to 1 token
+            long_executor=long_executor,
+        )
+        batcher.start()
+        try:
+            long = asyncio.ensure_future(batcher.submit([[1] * 50] * 8))
+            while 50 not in threads:  # the long pass has started, and is held
+                await asyncio.sleep(0.001)
+            assert await batcher.submit([[1]]) == [1]  # answered while it is held
+            assert not long.done()
+            gate.set()
+            assert await long == [50] * 8
+        finally:
+            gate.set()
+            await batcher.stop()
+    assert threads[1] == "MainThread"
+    assert threads[50].startswith("long")
+
+
+async def test_with_a_long_executor_long_texts_run_in_full_length_groups() -> None:
+    run = Lengths()
+    with ThreadPoolExecutor(1) as long_executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            run,
+            max_batch_size=16,
+            queue_size=256,
+            timeout_s=5.0,
+            size_of=len,
+            budget=PassBudget(100),
+            long_executor=long_executor,
+        )
+        texts = [[1] * 50] * 20 + [[1] * 200] * 2 + [[1]] * 3
+        results = await submit_all(batcher, [texts])
+    assert results == [[len(text) for text in texts]]
+    # Not cut to the budget: the thread does not hold the loop. Grouped by length, up to a
+    # full batch at a time, and the short texts on their own.
+    assert sorted(run.passes) == [[1, 1, 1], [50] * 4, [50] * 16, [200, 200]]
+
+
+async def test_with_a_long_executor_stopping_refuses_the_long_lane() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocked(items: list[list[int]]) -> list[int]:
+        started.set()
+        gate.wait(5)
+        return [len(item) for item in items]
+
+    with ThreadPoolExecutor(1) as long_executor:
+        batcher: MicroBatcher[list[int], int] = MicroBatcher(
+            blocked,
+            max_batch_size=2,
+            queue_size=64,
+            timeout_s=5.0,
+            size_of=len,
+            budget=PassBudget(100),  # short: up to 50 tokens
+            long_executor=long_executor,
+        )
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit([[1] * 60] * 2))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        queued = asyncio.ensure_future(batcher.submit([[1] * 60] * 3))
+        await asyncio.sleep(0.01)
+        assert batcher.queue_depth == 3
+        await batcher.stop()
+        gate.set()
+    for request in (running, queued):
+        with pytest.raises(OverloadedError, match="shutting down"):
+            await request
