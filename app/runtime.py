@@ -1,8 +1,26 @@
-"""What the lifespan builds and the routes use: the predictor and the queues in front of it."""
+"""What the lifespan builds and the routes use: the predictor and the queues in front of it.
+
+The event loop serves every request of a worker, so no request's CPU work may hold it for
+long; two kinds of work can:
+
+- Tokenizing. Its cost follows the characters (several microseconds per character for text
+  dense in punctuation), and a request may carry 64 texts of 2,000 characters each. A request
+  whose texts add up to at most `LOOP_TEXT_CHARS` characters is encoded on the loop: a thread
+  hop would cost more than the work, and that is nearly all traffic. A larger one is encoded
+  on a thread of its own (`encoder`, one call at a time behind a bounded waiting room: 503
+  when full, like the model's queues). Python code there still takes turns with the loop for
+  the GIL, but in slices of the interpreter's switch interval, not in one block.
+  `text_work` and `tokenize` offer the same rule to routes that tokenize on their own.
+- Forward passes, when the batcher runs them on the loop (the default). `pass_budget`
+  measures the model at start-up, and texts too long for a full batch of them to run within
+  `LOOP_PASS_S` go to the batcher's long lane (`app.batching`), whose passes run on a thread
+  of their own (`long_executor`) in full batches, while the loop goes on with short texts.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,7 +29,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from app.batching import DeadlineExceededError, MicroBatcher, OverloadedError, SerialRunner
+from app.batching import (
+    DeadlineExceededError,
+    MicroBatcher,
+    OverloadedError,
+    PassBudget,
+    SerialRunner,
+)
 from app.core.config import Settings
 from app.errors import InvalidInputError, UnavailableError
 from app.explain import Baseline, Explainer, Explanation, Replacement
@@ -19,10 +43,24 @@ from app.metrics import Metrics
 from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
 from app.schemas import ModelRef
 from training.checkpoint import Checkpoint, load_checkpoint
+from training.tokenizer import Token
+from training.tokenizer import tokenize as split_tokens
 
 T = TypeVar("T")
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# Characters a request may tokenize on the event loop (module doc). At the worst cost per
+# character the tokenizer has (text made of punctuation or of characters it skips), this many
+# take a few milliseconds; ordinary sentences cost a small fraction of that.
+LOOP_TEXT_CHARS = 1024
+# How long one forward pass on the event loop may take, as measured at start-up; half the
+# loop's allowance, for a machine busier then than when it was measured. Longer passes run
+# on the long lane's thread.
+LOOP_PASS_S = 0.025
+# The passes `pass_budget` times: one text, then this many, of this many tokens each.
+CALIBRATION_ROWS = 32
+CALIBRATION_STEPS = 32
 
 
 @dataclass
@@ -41,12 +79,27 @@ class Runtime:
     # Traces and explanations take milliseconds to seconds each: they run on a thread even
     # when the batcher runs on the event loop, so probes and /predict keep answering meanwhile.
     trace_executor: ThreadPoolExecutor | None = None
+    # The batcher's long lane: passes too long for the loop (module doc).
+    long_executor: ThreadPoolExecutor | None = None
     model: ModelRef = field(init=False)
     # Requests that took this runtime and have not finished (counted by the request middleware).
     in_flight: int = field(default=0, init=False)
+    # Large requests' tokenizing (module doc); the thread starts with the first such request.
+    encode_executor: ThreadPoolExecutor = field(init=False)
+    encoder: SerialRunner = field(init=False)
 
     def __post_init__(self) -> None:
         self.model = ModelRef(name=self.predictor.name, version=self.predictor.version)
+        settings = self.settings
+        self.encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self.encoder = SerialRunner(
+            # A large request costs about a full batch's forward pass to encode: as many may
+            # wait as the model's queue holds full batches.
+            max_waiting=max(1, settings.queue_size // settings.max_batch_size),
+            timeout_s=settings.request_timeout_s,
+            executor=self.encode_executor,
+            observer=self.metrics,
+        )
 
     @classmethod
     def load(
@@ -65,6 +118,7 @@ class Runtime:
             if settings.inference_thread
             else None
         )
+        long_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-pass")
         batcher: MicroBatcher[list[int], Prediction] = MicroBatcher(
             predictor.predict_ids,
             max_batch_size=settings.max_batch_size,
@@ -74,6 +128,7 @@ class Runtime:
             executor=executor,
             observer=metrics,
             size_of=len,  # tokens: texts of very different lengths run in separate passes
+            long_executor=long_executor,  # the budget that routes texts there is set at start
         )
         trace_executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace")
         tracer = SerialRunner(
@@ -93,6 +148,7 @@ class Runtime:
             executor,
             Explainer(predictor),
             trace_executor=trace_executor,
+            long_executor=long_executor,
         )
 
     async def start(self, *, warm_up_off_loop: bool = False) -> None:
@@ -103,14 +159,18 @@ class Runtime:
         `warm_up_off_loop` (a reload: the event loop keeps serving the model in place).
         """
         self.batcher.start()
+        measure = partial(pass_budget, self.predictor, LOOP_PASS_S)
         if self.executor is None and not warm_up_off_loop:
             self.predictor.warm_up()
             self.explainer.warm_up()
+            budget = measure()
         else:
             loop = asyncio.get_running_loop()
             thread = self.executor or self.trace_executor
             await loop.run_in_executor(thread, self.predictor.warm_up)
             await loop.run_in_executor(thread, self.explainer.warm_up)
+            budget = await loop.run_in_executor(thread, measure)
+        self.batcher.budget = budget
         self.ready = True
 
     async def drain(self, timeout_s: float) -> bool:
@@ -128,7 +188,8 @@ class Runtime:
         the event loop must not block on it while it serves the new one)."""
         self.ready = False
         await self.batcher.stop()
-        for executor in {self.executor, self.trace_executor}:
+        threads = (self.executor, self.trace_executor, self.long_executor, self.encode_executor)
+        for executor in set(threads):
             if executor is not None:
                 executor.shutdown(wait=wait, cancel_futures=True)
 
@@ -150,7 +211,13 @@ class Runtime:
             max_chars=settings.max_text_chars,
             max_tokens=settings.max_tokens,
         )
-        ids = _each_or_422(texts, field, encode)
+        # One short text, nearly all traffic, is told apart without a call.
+        if (len(texts) == 1 and len(texts[0]) <= LOOP_TEXT_CHARS) or _tokenized_chars(
+            texts, settings.max_text_chars
+        ) <= LOOP_TEXT_CHARS:
+            ids = _each_or_422(texts, field, encode)
+        else:
+            ids = await self._run_on(self.encoder, partial(_each_or_422, texts, field, encode))
         try:
             return await self.batcher.submit(ids)
         except (OverloadedError, DeadlineExceededError) as error:
@@ -168,7 +235,7 @@ class Runtime:
         top_k: int | None = None,
     ) -> tuple[EncodedText, HiddenStates]:
         """Encode `text` and trace it through the network (422/503 as ApiError)."""
-        (encoded,) = self.encode(
+        (encoded,) = await self.encode(
             [text], field="text", max_tokens=self.settings.max_hidden_state_tokens
         )
         call = partial(
@@ -195,7 +262,9 @@ class Runtime:
         decimals: int | None,
     ) -> tuple[EncodedText, Explanation]:
         """Encode `text` and attribute its prediction to its tokens (422/503 as ApiError)."""
-        (encoded,) = self.encode([text], field="text", max_tokens=self.settings.max_explain_tokens)
+        (encoded,) = await self.encode(
+            [text], field="text", max_tokens=self.settings.max_explain_tokens
+        )
         call = partial(
             self.explainer.explain,
             encoded,
@@ -209,9 +278,36 @@ class Runtime:
         # As heavy as a trace or heavier: it shares the traces' single-file queue.
         return encoded, await self._on_tracer(call)
 
-    async def _on_tracer(self, call: Callable[[], T]) -> T:
+    async def text_work(self, chars: int, call: Callable[[], T]) -> T:
+        """`call()`, work on text that tokenizes `chars` characters: on the event loop up to
+        `LOOP_TEXT_CHARS`, else on the encoding thread (module doc). Whatever `call` raises
+        is raised here, and, as from `SerialRunner.run`, `OverloadedError` when too many
+        calls wait for the thread, `DeadlineExceededError` past the request timeout.
+
+        Check a text's character limit before counting it: a text refused for its length is
+        never tokenized, so it should not count.
+        """
+        if chars <= LOOP_TEXT_CHARS:
+            return call()
+        return await self.encoder.run(call)
+
+    async def tokenize(self, text: str) -> list[Token]:
+        """The tokens of `text` (within the character limit: check it first), tokenized where
+        `text_work` says (503 as ApiError)."""
+        return await self._text_work_or_503(len(text), partial(split_tokens, text))
+
+    async def _text_work_or_503(self, chars: int, call: Callable[[], T]) -> T:
         try:
-            return await self.tracer.run(call)
+            return await self.text_work(chars, call)
+        except (OverloadedError, DeadlineExceededError) as error:
+            raise self.unavailable(error) from None
+
+    async def _on_tracer(self, call: Callable[[], T]) -> T:
+        return await self._run_on(self.tracer, call)
+
+    async def _run_on(self, runner: SerialRunner, call: Callable[[], T]) -> T:
+        try:
+            return await runner.run(call)
         except (OverloadedError, DeadlineExceededError) as error:
             raise self.unavailable(error) from None
 
@@ -226,15 +322,54 @@ class Runtime:
             "overloaded", f"The service is overloaded ({error}); retry later.", retry_after
         )
 
-    def encode(self, texts: Sequence[str], *, field: str, max_tokens: int) -> list[EncodedText]:
-        """Encode every text or raise one 422 listing each text that breaks a limit.
+    async def encode(
+        self, texts: Sequence[str], *, field: str, max_tokens: int
+    ) -> list[EncodedText]:
+        """Encode every text or raise one 422 listing each text that breaks a limit; on the
+        encoding thread when the texts are large (module doc).
 
         `field` is the request field the texts came from ("text" or "texts"), for `loc`.
         """
-        encode = partial(
-            self.predictor.encode, max_chars=self.settings.max_text_chars, max_tokens=max_tokens
+        max_chars = self.settings.max_text_chars
+        encode = partial(self.predictor.encode, max_chars=max_chars, max_tokens=max_tokens)
+        return await self._text_work_or_503(
+            _tokenized_chars(texts, max_chars), partial(_each_or_422, texts, field, encode)
         )
-        return _each_or_422(texts, field, encode)
+
+
+def pass_budget(predictor: Predictor, seconds: float) -> PassBudget:
+    """The budget that keeps `predictor`'s passes to about `seconds` each on this machine.
+
+    A recurrent pass costs about `steps * (per_step + rows * per_cell)`: timing one text and
+    `CALIBRATION_ROWS` texts of the same length gives both terms. Each is the fastest of a
+    few runs, so that a busy moment at start-up does not shrink every pass that follows.
+    """
+    usable = max(1, len(predictor.vocab) - 2)
+    steps = CALIBRATION_STEPS
+
+    def fastest(rows: int) -> float:
+        batch = [[(7 * i + 3 * j) % usable + 2 for j in range(steps)] for i in range(rows)]
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            predictor.predict_ids(batch)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    one, many = fastest(1), fastest(CALIBRATION_ROWS)
+    per_cell = (many - one) / ((CALIBRATION_ROWS - 1) * steps)
+    if per_cell <= 0:  # timing noise swamped the difference: count every cost as rows'
+        return PassBudget(seconds * CALIBRATION_ROWS * steps / max(many, 1e-9))
+    per_step = max(0.0, one / steps - per_cell)
+    return PassBudget(seconds / per_cell, step_rows=per_step / per_cell)
+
+
+def _tokenized_chars(texts: Sequence[str], max_chars: int) -> int:
+    """The characters encoding `texts` tokenizes: a text over `max_chars` is refused unread."""
+    if len(texts) == 1:  # the common case, without a generator
+        count = len(texts[0])
+        return count if count <= max_chars else 0
+    return sum(count for count in map(len, texts) if count <= max_chars)
 
 
 def _each_or_422(texts: Sequence[str], field: str, encode: Callable[[str], T]) -> list[T]:
