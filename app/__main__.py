@@ -80,6 +80,10 @@ def main() -> int:
             print(f"{PROG}: invalid setting {name}: {'; '.join(messages)}", file=sys.stderr)
         return INVALID_SETTINGS
     configure_logging(settings.log_level, settings.log_format)
+    # While a thread tokenizes a long request or runs a long pass, the event loop waits for the
+    # GIL up to one switch interval before each step; a shorter interval keeps the other
+    # requests' answers prompt (it changes nothing while the loop runs alone).
+    sys.setswitchinterval(0.001)
     own_dir, arbiter_pid = None, os.getpid()
     if server.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # Several workers: prometheus_client keeps each one's values in files in this

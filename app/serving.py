@@ -188,6 +188,7 @@ class ModelSlot:
             observer=self.metrics,
             secret=self._secret,
             announce=self._current is None,  # at start-up, not again at every reload
+            text_work=runtime.text_work,
         )
         try:
             await runtime.start(warm_up_off_loop=off_loop)

@@ -84,7 +84,7 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -123,6 +123,8 @@ _STATE_DTYPES = (torch.float32, torch.float64)
 
 SecretSource = Literal["APP_STREAM_SECRET", "random"]
 Step = tuple[str, dict[str, float]]
+# Runs a call that tokenizes a number of characters, on the loop or off it (`Runtime.text_work`).
+TextWork = Callable[[int, Callable[[], "StreamJob"]], Awaitable["StreamJob"]]
 
 
 class StreamError(Exception):
@@ -607,9 +609,12 @@ class StreamService:
     so pieces wait in a line of their own (`APP_QUEUE_SIZE` long) rather than the traces'.
     """
 
-    def __init__(self, engine: StreamEngine, runner: SerialRunner) -> None:
+    def __init__(
+        self, engine: StreamEngine, runner: SerialRunner, text_work: TextWork | None = None
+    ) -> None:
         self.engine = engine
         self._runner = runner
+        self._text_work = text_work
 
     @classmethod
     def build(
@@ -621,10 +626,13 @@ class StreamService:
         observer: BatchObserver | None = None,
         secret: tuple[bytes, str] | None = None,
         announce: bool = True,
+        text_work: TextWork | None = None,
     ) -> StreamService:
         """`secret`: `stream_secret(settings)`, made once per app (default: made here).
         `announce`: say at INFO where the signing key came from when it is not configured
-        (once per process, at start-up; the warning, if any, came from `stream_secret`)."""
+        (once per process, at start-up; the warning, if any, came from `stream_secret`).
+        `text_work`: where a piece's text is cut and tokenized (`Runtime.text_work`: a long
+        piece off the event loop); default: where `advance` is called."""
         key, source = secret or stream_secret(settings)
         if announce and source == "random":
             logger.info(
@@ -656,10 +664,11 @@ class StreamService:
             executor=executor,
             observer=observer,
         )
-        return cls(engine, runner)
+        return cls(engine, runner, text_work)
 
     async def advance(self, text: str, state: str | None, *, final: bool) -> StreamUpdate:
         """Read one piece: `StreamError` for a bad piece or state, `OverloadedError` or
         `DeadlineExceededError` (from `app.batching`) when the model is too busy."""
-        job = self.engine.prepare(text, state, final=final)
+        prepare = partial(self.engine.prepare, text, state, final=final)
+        job = prepare() if self._text_work is None else await self._text_work(len(text), prepare)
         return await self._runner.run(partial(self.engine.compute, job))

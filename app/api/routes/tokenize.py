@@ -9,7 +9,6 @@ from fastapi import APIRouter, Body
 from app.api.deps import InferenceRuntimeDep
 from app.errors import InvalidInputError, error_responses
 from app.schemas import TOKENIZE_EXAMPLES, TokenizedToken, TokenizeRequest, TokenizeResponse
-from training.tokenizer import tokenize as split_tokens
 
 router = APIRouter(tags=["explorer"])
 
@@ -31,8 +30,8 @@ async def tokenize(
                 }
             ]
         )
-    # Tokenizing is linear in the text's length whatever the text, and the length was capped
-    # just above, so it is short enough to run on the event loop: no need for the model's thread.
+    # Within the character limit (checked first), tokenizing is linear in the text: a short
+    # text is tokenized on the event loop, a long one on the runtime's encoding thread.
     vocab = runtime.predictor.vocab
     tokens = [
         TokenizedToken.model_construct(
@@ -43,7 +42,7 @@ async def tokenize(
             oov=id_ == vocab.unk_id,
             norm=token.norm,
         )
-        for token in split_tokens(body.text)
+        for token in await runtime.tokenize(body.text)
     ]
     return TokenizeResponse.model_construct(
         tokens=tokens,
