@@ -248,4 +248,4 @@ def test_invalid_settings_exit_before_serving(checkpoints: dict[str, Path]) -> N
         check=False,
     )
     assert result.returncode == 2
-    assert "max_tokens" in result.stderr
+    assert "APP_MAX_TOKENS" in result.stderr
