@@ -11,16 +11,18 @@ left at each step shrink as texts end, down to one. So in float32 a packed text'
 probabilities move in the 7th digit with its batch-mates. Two ways keep them fixed:
 
 - float32 (the default), unpacked: every row runs every step of the pass and is read at its
-  own last token (`SentimentRNN.forward_padded`), on at least `PADDED_MIN_ROWS` rows (filler
-  rows added and dropped). Each step then multiplies the same rows with the same kernel,
+  own last token (`SentimentRNN.forward_padded`), on at least a minimum of rows
+  (`PADDED_MIN_ROWS`: filler rows added and dropped; more on CPUs whose kernels change path
+  at a larger row count). Each step then multiplies the same rows with the same kernel,
   whatever the batch; a float32 LSTM also gets oneDNN's fused RNN kernel this way. The
   padding costs steps, which the batcher bounds by grouping texts by length
   (`app.batching`). Only a one-direction LSTM runs this way: oneDNN keeps its rows apart at
   every size measured, while the GRU and plain RNN kernels' rows still differed with the row
   count (their elementwise steps vectorise a batch's values as one block), and a bidirectional
   model cannot run unpacked (its backward direction would read the padding first). At load,
-  a few probe texts are run alone and batched; should they differ on some machine's kernels,
-  the model is served in float64 instead, with a warning.
+  probe texts are run alone and in batches of several sizes up to a full one; should they
+  differ on some machine's kernels, the pass runs on more filler rows, and failing that in
+  float64, with a warning.
 - float64, packed: rows still differ with the batch, by about 1e-16, which rounding the result
   to float32 hides. About half the speed of the float32 path.
 
@@ -44,6 +46,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, cast
 
 import torch
@@ -103,10 +106,11 @@ class HiddenStates:
     flips: list[int] = field(default_factory=list)  # t where steps[t] != steps[t - 1] (label)
 
 
-# An unpacked float32 pass runs on at least this many rows (filler rows added and dropped): a
-# CPU kernel may take another path for one row, and a text's result would then depend on
-# whether it came alone. Two were enough on the machines measured; four leave a margin.
-PADDED_MIN_ROWS = 4
+# An unpacked pass runs on at least this many rows (filler rows added and dropped): oneDNN may
+# take another kernel path for a small row count, and a text's result would then depend on how
+# many texts it came with. Where that path changes at a larger count (between 9 and 16 rows
+# on some AVX-512 CPUs), the probe at load moves up to the next minimum.
+PADDED_MIN_ROWS: tuple[int, ...] = (4, 16)
 # ...and on a multiple of this many rows and steps. oneDNN compiles (and caches) a kernel per
 # input shape; rounding makes the shapes of everyday traffic few, so they stay in its cache,
 # which the server keeps small (`app.__main__`: ONEDNN_PRIMITIVE_CACHE_CAPACITY).
@@ -159,17 +163,18 @@ class Predictor:
         if dtype == torch.bfloat16 and not native_bfloat16():
             logger.info("this CPU has no native bfloat16: predictions run in float32")
             dtype = torch.float32
-        self._use(dtype, torchscript)
-        # Down the chain bfloat16 -> float32 -> float64 until rows are kept apart; float64
-        # runs packed and needs no check (module doc).
-        while self.padded and not self._rows_independent():
-            fallback = torch.float32 if self.pass_dtype == torch.bfloat16 else torch.float64
+        # Down the chain bfloat16 -> float32 -> float64, each on the fewest filler rows that
+        # keep rows apart; float64 runs packed and needs no check (module doc).
+        chain = [torch.bfloat16, torch.float32, torch.float64]
+        for pass_dtype in chain[chain.index(dtype) :]:
+            self._use(pass_dtype, torchscript)
+            if self._padding_that_keeps_rows_apart():
+                break
             logger.warning(
                 "%s results depend on the batch on this machine; predicting in %s",
-                dtype_name(self.pass_dtype),
-                dtype_name(fallback),
+                dtype_name(pass_dtype),
+                dtype_name(chain[chain.index(pass_dtype) + 1]),
             )
-            self._use(fallback, torchscript)
 
     def _use(self, pass_dtype: torch.dtype, torchscript: bool) -> None:
         """Predict in `pass_dtype`: bfloat16 or float32 unpacked, float64 packed (module doc).
@@ -183,6 +188,7 @@ class Predictor:
         # the inputs), so autograd records nothing for the weights.
         self.model = self.checkpoint.model.to(self.dtype).eval().requires_grad_(False)
         self.padded = pass_dtype != torch.float64
+        self.min_rows = PADDED_MIN_ROWS[0] if self.padded else 1
         method = "forward_padded" if self.padded else "forward"
         model = self.model
         if pass_dtype == torch.bfloat16:
@@ -194,19 +200,30 @@ class Predictor:
         if torchscript:
             self._forward = _traced(model, method)
 
+    def _padding_that_keeps_rows_apart(self) -> bool:
+        """Set `min_rows` to the first minimum under which rows are kept apart (True), or
+        report that none does (False). A packed pass needs none."""
+        if not self.padded:
+            return True
+        for rows in PADDED_MIN_ROWS:
+            self.min_rows = rows
+            if self._rows_independent():
+                return True
+        return False
+
     def _rows_independent(self) -> bool:
-        """Whether a few texts get the same probabilities alone and in two different batches:
-        the property an unpacked pass relies on, checked on this machine's kernels."""
+        """Whether texts get the same probabilities alone and in batches of several sizes up
+        to a full one: the property an unpacked pass relies on, checked on this machine's
+        kernels (which may change their path with the row count)."""
         usable = max(1, len(self.vocab) - 2)
-        probe = [
-            [(7 * i + 3 * j) % usable + 2 for j in range(n)]
-            for i, n in enumerate((1, 2, 5, 9, 14, 23))
-        ]
+        probe = [[(7 * i + 3 * j) % usable + 2 for j in range(1 + (5 * i) % 48)] for i in range(24)]
         alone = [self._probabilities([ids])[0] for ids in probe]
-        mixed = probe[::-1] + probe[:3]
-        return self._probabilities(probe) == alone and self._probabilities(mixed) == [
-            alone[probe.index(ids)] for ids in mixed
-        ]
+        for size in (3, 9, 17, 24, 64):
+            chosen = [(5 * k + size) % len(probe) for k in range(size)]
+            batch = self._probabilities([probe[i] for i in chosen])
+            if batch != [alone[i] for i in chosen]:
+                return False
+        return True
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -243,8 +260,8 @@ class Predictor:
 
     def _probabilities(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
         count = len(batch)
-        least, step = (PADDED_MIN_ROWS, PADDED_SHAPE_STEP) if self.padded else (1, 1)
-        height = max(least, -(-count // step) * step)
+        step = PADDED_SHAPE_STEP if self.padded else 1
+        height = max(self.min_rows, -(-count // step) * step)
         if height > count:  # filler rows, dropped below: see module doc
             batch = [*batch, *[[self.vocab.pad_id]] * (height - count)]
         ids, lengths = pad_ids(batch, self.vocab.pad_id, multiple=step)  # (B, T), (B,)
@@ -423,11 +440,23 @@ def _check_tokens(count: int, max_tokens: int) -> None:
 
 
 def native_bfloat16() -> bool:
-    """Whether oneDNN runs bfloat16 natively here (AVX-512 BF16 or AMX); emulated it is slow."""
-    return bool(
+    """Whether oneDNN runs bfloat16 natively here (AVX-512 BF16 or AMX); emulated it is slow.
+
+    oneDNN also reports bfloat16 as supported on AVX-512 CPUs without those instructions,
+    where it converts every value; on Linux the CPU's own flags tell the two apart."""
+    if not (
         torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    ):
+        return False
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return True  # no flags to read: trust oneDNN
+    for line in lines:
+        if line.startswith("flags"):  # x86's list; other architectures: trust oneDNN
+            return bool(set(line.partition(":")[2].split()) & {"avx512_bf16", "amx_bf16"})
+    return True
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -12,6 +12,7 @@ from app import predictor as predictor_module
 from app.predictor import (
     BFLOAT16_TOLERANCE,
     BIDIRECTIONAL_STEPS_NOTE,
+    PADDED_MIN_ROWS,
     Predictor,
     TextRejectedError,
     native_bfloat16,
@@ -129,7 +130,8 @@ def test_bfloat16_falls_back_to_float32_where_rows_are_not_kept_apart(
 
     monkeypatch.setattr(Predictor, "_rows_independent", independent)
     predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.bfloat16)
-    assert checked == [torch.bfloat16, torch.float32]
+    # bfloat16 is tried on each minimum of filler rows, then float32 on the first.
+    assert checked == [torch.bfloat16] * len(PADDED_MIN_ROWS) + [torch.float32]
     assert predictor.pass_dtype == torch.float32
     assert "bfloat16 results depend on the batch on this machine; predicting in float32" in (
         caplog.text
@@ -164,9 +166,35 @@ def test_unpacked_passes_run_on_few_shapes(checkpoints: dict[str, Path]) -> None
         return forward(ids, lengths)
 
     predictor._forward = recording
-    for texts, tokens in ((1, 1), (3, 4), (5, 5), (8, 9), (13, 17)):
+    for texts, tokens in ((1, 1), (3, 4), (5, 5), (8, 9), (13, 17), (21, 3)):
         predictor.predict_ids([[2] * tokens for _ in range(texts)])
-    assert shapes == [(4, 4), (4, 4), (8, 8), (8, 12), (16, 20)]
+    least = predictor.min_rows  # the machine's minimum (see the next test)
+    assert least in PADDED_MIN_ROWS
+    rows = [max(least, rounded) for rounded in (4, 4, 8, 8, 16, 24)]
+    assert shapes == list(zip(rows, (4, 4, 8, 12, 20, 4), strict=True))
+
+
+def test_more_filler_rows_where_a_kernel_changes_path_at_a_larger_row_count(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As on CPUs whose kernel for a few rows differs from the one for many: only the larger
+    # minimum keeps rows apart, and float32 is kept on it, with no warning.
+    monkeypatch.setattr(
+        Predictor, "_rows_independent", lambda self: self.min_rows == PADDED_MIN_ROWS[-1]
+    )
+    predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.float32)
+    assert (predictor.pass_dtype, predictor.min_rows) == (torch.float32, PADDED_MIN_ROWS[-1])
+    assert "depend on the batch" not in caplog.text
+    shapes: list[tuple[int, ...]] = []
+    forward = predictor._forward
+
+    def recording(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(ids.shape))
+        return forward(ids, lengths)
+
+    predictor._forward = recording
+    predictor.predict_ids([[2, 3]])
+    assert shapes == [(PADDED_MIN_ROWS[-1], 4)]
 
 
 def test_float32_falls_back_to_float64_where_rows_are_not_kept_apart(
