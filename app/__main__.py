@@ -5,7 +5,7 @@ the `APP_*` settings (validated here first, so a typo fails before any worker st
 worker process loads its own copy of the model: budget memory per worker.
 
 With `WORKERS` > 1 a gunicorn arbiter supervises uvicorn workers, each on its own
-SO_REUSEPORT socket so connections are spread evenly (see `app.server`).
+SO_REUSEPORT socket so connections are spread evenly (see `app.http.server`).
 
 Exits with status 2 and one line on stderr per invalid setting (naming its variable) before
 anything is loaded; non-zero as well when the app cannot start (for example a broken
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from typing import TypeVar
 
-# SIGHUP reloads the model once the app runs (app.serving); until then, while torch and the
+# SIGHUP reloads the model once the app runs (app.inference.slot); until then, while torch and the
 # app are imported and the model loads, it is ignored rather than fatal (its default action).
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 # oneDNN keeps a compiled kernel for every input shape it has seen, up to 1,024 by default,
@@ -37,8 +37,8 @@ from app.core.config import ServerSettings, Settings  # noqa: E402
 from app.core.logging import configure_logging  # noqa: E402
 
 APP = "app.main:app"
-# prometheus_client's variable (see app.metrics). It must be set before prometheus_client is
-# first imported, which picks its multi-process mode then; so app.server, which imports it
+# prometheus_client's variable (see app.core.metrics). It must be set before prometheus_client is
+# first imported, which picks its multi-process mode then; so app.http.server, which imports it
 # (and the app, preloaded before the workers fork), is imported only after.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PROG = "rnn-sentiment"
@@ -91,7 +91,7 @@ def main() -> int:
         own_dir = tempfile.mkdtemp(prefix="rnn-sentiment-metrics-")
         os.environ[MULTIPROC_ENV] = own_dir
     try:
-        from app.server import serve  # noqa: PLC0415 - after MULTIPROC_ENV (see above)
+        from app.http.server import serve  # noqa: PLC0415 - after MULTIPROC_ENV (see above)
 
         return serve(APP, server)
     finally:

@@ -44,13 +44,13 @@ from app.api.routes import metrics as metrics_route
 from app.api.routes import stream as stream_routes
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
-from app.errors import install_error_handlers
-from app.fast_path import PredictFastPath
-from app.metrics import Metrics
-from app.middleware import RequestMiddleware
-from app.ratelimit import RateLimiter
-from app.security import Gate, KeyRing
-from app.serving import ModelSlot
+from app.core.metrics import Metrics
+from app.http.errors import install_error_handlers
+from app.http.fast_path import PredictFastPath
+from app.http.middleware import RequestMiddleware
+from app.http.ratelimit import RateLimiter
+from app.http.security import Gate, KeyRing
+from app.inference.slot import ModelSlot
 from app.streaming import stream_secret
 
 logger = logging.getLogger("app.main")
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    # One gate per family of routes (app.security): the routes, the fast /predict path and the
+    # One gate per family of routes (app.http.security): the routes, the fast /predict path and the
     # WebSocket all check callers through the same object.
     limiter = (
         RateLimiter(settings.rate_limit_per_minute)
@@ -218,7 +218,8 @@ def _lifespan(
 
 
 def _reload_on_sighup(slot: ModelSlot) -> bool:
-    """SIGHUP reloads the checkpoint (app.serving); False where no handler can be installed."""
+    """SIGHUP reloads the checkpoint (app.inference.slot); False where no handler can be
+    installed."""
     if threading.current_thread() is not threading.main_thread():
         return False  # e.g. an app run by a test harness on another thread
     try:

@@ -8,9 +8,9 @@ Nothing is kept between calls, so any replica (any worker) can serve the next pi
 The state (`StateCodec`) is opaque to clients; it carries
 
 - the recurrent state: every layer's hidden state, and the LSTM's cell state, as raw floats in
-  the dtype the model runs in (`app.predictor`: float32 for a one-direction LSTM by default,
-  else float64), so a stream reads on exactly where it stopped however many pieces it is cut
-  into (a service computing streams in the other dtype refuses the state with a 409 rather
+  the dtype the model runs in (`app.inference.predictor`: float32 for a one-direction LSTM by
+  default, else float64), so a stream reads on exactly where it stopped however many pieces it
+  is cut into (a service computing streams in the other dtype refuses the state with a 409 rather
   than convert it);
 - the text not yet read: the characters after the last whitespace, which may be half a word,
   half an emoticon or half an emoji sequence (see "Cutting the text" below);
@@ -93,9 +93,9 @@ from typing import Literal
 import torch
 from pydantic import ValidationError
 
-from app.batching import BatchObserver, SerialRunner
 from app.core.config import ServerSettings, Settings
-from app.predictor import Prediction, Predictor, dtype_name, prediction_from
+from app.inference.batching import BatchObserver, SerialRunner
+from app.inference.predictor import Prediction, Predictor, dtype_name, prediction_from
 from training.model import RecurrentState
 from training.tokenizer import Token, tokenize
 
@@ -668,7 +668,7 @@ class StreamService:
 
     async def advance(self, text: str, state: str | None, *, final: bool) -> StreamUpdate:
         """Read one piece: `StreamError` for a bad piece or state, `OverloadedError` or
-        `DeadlineExceededError` (from `app.batching`) when the model is too busy."""
+        `DeadlineExceededError` (from `app.inference.batching`) when the model is too busy."""
         prepare = partial(self.engine.prepare, text, state, final=final)
         job = prepare() if self._text_work is None else await self._text_work(len(text), prepare)
         return await self._runner.run(partial(self.engine.compute, job))

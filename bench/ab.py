@@ -161,7 +161,7 @@ def imported_from(tree: Path, env: dict[str, str]) -> dict[str, str]:
 def live_project_files(server: Server) -> list[str] | None:
     """The project's source files (app/, training/) on the running workers' stacks, from
     py-spy (.venv, bench extras): gunicorn preloads the app, so a worker's stack runs through
-    app/__main__.py and app/server.py. None when py-spy is missing or not allowed to attach."""
+    app/__main__.py and app/http/server.py. None when py-spy is missing or not allowed to attach."""
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():
         return None

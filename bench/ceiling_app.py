@@ -1,7 +1,7 @@
 """The ceiling: a FastAPI app that validates /predict's body and answers a constant.
 
 No model, no middleware, no metrics: what FastAPI costs for this request and nothing else.
-`bench/run.py` serves it exactly like the real service (`app.server.serve`, same workers and
+`bench/run.py` serves it exactly like the real service (`app.http.server.serve`, same workers and
 uvicorn settings), so the ratio /predict ÷ ceiling says how close the service gets to the
 framework's own limit on this machine, whatever else the machine is doing.
 
@@ -51,7 +51,7 @@ async def readyz() -> dict[str, str]:
 if __name__ == "__main__":
     from app.core.config import ServerSettings
     from app.core.logging import configure_logging
-    from app.server import serve
+    from app.http.server import serve
 
     configure_logging("INFO", "json")
 

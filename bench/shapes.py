@@ -29,8 +29,8 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from run import read_sentences  # noqa: E402 - bench/run.py, beside this script
 
-from app.batching import SPLIT_SLACK  # noqa: E402
-from app.predictor import Predictor  # noqa: E402
+from app.inference.batching import SPLIT_SLACK  # noqa: E402
+from app.inference.predictor import Predictor  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 
 BATCHES = 1500

@@ -12,7 +12,7 @@ A checkpoint is a directory of plain data, never pickles:
 or altered file fails loudly with its name instead of serving a different model. It reads
 each file once, through one open descriptor of the directory, and parses the very bytes it
 hashed: a checkpoint directory reached through a symlink that is flipped meanwhile (the hot
-swap in app/serving.py) still loads as the one version the link named when loading began.
+swap the service offers) still loads as the one version the link named when loading began.
 Files must be regular files in that directory; symlinks among them are refused.
 """
 

@@ -169,7 +169,7 @@ class SentimentRNN(nn.Module):
         back, so the padding after a text cannot reach its result. Each step then multiplies
         the same number of rows, which lets a CPU use its fused RNN kernel (oneDNN, float32
         LSTM) and keeps a row's arithmetic the same whatever its batch-mates (see
-        `app.predictor`). Costs B * T steps where packing costs the sum of the lengths.
+        the serving predictor). Costs B * T steps where packing costs the sum of the lengths.
         """
         if self.config.bidirectional:
             raise ValueError("a bidirectional model reads texts backwards: use forward")

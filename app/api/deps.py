@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
-from app.errors import ApiError, UnavailableError
-from app.runtime import Runtime
-from app.security import Gate, is_json
+from app.http.errors import ApiError, UnavailableError
+from app.http.security import Gate, is_json
+from app.inference.runtime import Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -55,7 +55,7 @@ def require_json(request: Request) -> None:
 
 
 def guarded(gate: Gate, *, scheme: str = "ApiKey", setting: str = "APP_API_KEYS") -> list[Any]:
-    """The route dependencies that apply `gate` (`app.security`): nothing when it requires
+    """The route dependencies that apply `gate` (`app.http.security`): nothing when it requires
     nothing, else its check, plus the bearer scheme that documents it in OpenAPI.
 
     `scheme` names the security scheme in the OpenAPI document; `setting` is where its keys

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app import predictor
+from app.inference import predictor
 from app.schemas import Prediction, TokenInfo
 from training.tokenizer import Token
 

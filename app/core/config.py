@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         gt=0.0,
         description=(
             "Longest time a request's line and headers may take to arrive; past it the "
-            "connection is closed (slow-loris clients; see app/protocol.py)."
+            "connection is closed (slow-loris clients; see app/http/protocol.py)."
         ),
     )
     max_hidden_state_tokens: int = Field(
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    # Reloading the checkpoint at model_dir in place (see app/serving.py).
+    # Reloading the checkpoint at model_dir in place (see app/inference/slot.py).
     admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),
         description=(
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         True, description="SIGHUP reloads the checkpoint at APP_MODEL_DIR, like /admin/reload."
     )
 
-    # Micro-batching and load shedding (see app/batching.py).
+    # Micro-batching and load shedding (see app/inference/batching.py).
     max_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
     max_wait_ms: float = Field(
         0.0,

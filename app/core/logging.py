@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line, each carrying the request id it belongs to.
 
-The request id lives in a context variable set by the request middleware (`app.middleware`),
+The request id lives in a context variable set by the request middleware (`app.http.middleware`),
 so any log line written while serving a request names it without passing it around.
 
 An access log line is written for every request, so its cost counts (about 10% of a worker's

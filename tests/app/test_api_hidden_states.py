@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.predictor import BIDIRECTIONAL_STEPS_NOTE
+from app.inference.predictor import BIDIRECTIONAL_STEPS_NOTE
 from tests.conftest import CHECKPOINT_KINDS, LABELS
 
 pytestmark = pytest.mark.anyio

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-import app.security
-from app.ratelimit import RateLimiter
+import app.http.security
+from app.http.ratelimit import RateLimiter
 
 KEY = "s3cret-key-for-the-tests"
 OTHER_KEY = "another-key-0123456789"
@@ -51,7 +51,7 @@ async def test_every_key_is_compared_as_a_fixed_length_digest(
         calls.append((offered, expected))
         return compare_digest(offered, expected)
 
-    monkeypatch.setattr(app.security.hmac, "compare_digest", spy)
+    monkeypatch.setattr(app.http.security.hmac, "compare_digest", spy)
     async with serve(api_keys=f"{KEY},{OTHER_KEY}", fast_path=fast_path) as client:
         response = await client.post(
             "/predict", json={"text": "fine"}, headers={"Authorization": f"Bearer {KEY}"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.batching import (
+from app.inference.batching import (
     DeadlineExceededError,
     MicroBatcher,
     OverloadedError,

@@ -215,7 +215,7 @@ async def test_deadline_is_503_with_retry_after(serve: Any) -> None:
 
 
 async def test_unexpected_exception_is_a_clean_500(serve: Any, monkeypatch: Any) -> None:
-    from app import runtime
+    from app.inference import runtime
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals")

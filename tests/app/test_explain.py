@@ -1,4 +1,5 @@
-"""app/explain.py without the web: quadrature, integrated gradients' completeness, occlusion."""
+"""app/inference/explain.py without the web: quadrature, integrated gradients' completeness,
+occlusion."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.explain import (
+from app.inference.explain import (
     Explainer,
     gauss_legendre,
     integrated_gradients,
     occlusion,
 )
-from app.predictor import Predictor
+from app.inference.predictor import Predictor
 from tests.conftest import CHECKPOINT_KINDS
 from training.checkpoint import load_checkpoint
 from training.model import SentimentRNN

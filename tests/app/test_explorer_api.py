@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from app.api.routes.explorer import CONTENT_SECURITY_POLICY
+from app.inference.predictor import BFLOAT16_TOLERANCE, SATURATION_THRESHOLD, native_bfloat16
 from app.main import create_app
-from app.predictor import BFLOAT16_TOLERANCE, SATURATION_THRESHOLD, native_bfloat16
 from app.schemas import ErrorResponse
 from tests.conftest import CHECKPOINT_KINDS, build_checkpoint
 from training.checkpoint import load_checkpoint, save_checkpoint

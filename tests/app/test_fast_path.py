@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.fast_path import PredictFastPath
+from app.http.fast_path import PredictFastPath
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import predictor as predictor_module
-from app.predictor import (
+from app.inference import predictor as predictor_module
+from app.inference.predictor import (
     BFLOAT16_TOLERANCE,
     BIDIRECTIONAL_STEPS_NOTE,
     PADDED_MIN_ROWS,
@@ -112,7 +112,7 @@ def test_bfloat16_falls_back_to_float32_without_native_support(
     checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(predictor_module, "native_bfloat16", lambda: False)
-    with caplog.at_level("INFO", logger="app.predictor"):
+    with caplog.at_level("INFO", logger="app.inference.predictor"):
         predictor = Predictor(load_checkpoint(checkpoints["lstm"]), dtype=torch.bfloat16)
     assert predictor.pass_dtype == torch.float32
     assert "no native bfloat16" in caplog.text

@@ -1,4 +1,4 @@
-"""app.protocol: a response's head goes out with its body, in one write, and HTTP still works.
+"""app.http.protocol: a response's head goes out with its body, in one write, and HTTP still works.
 
 The holding-back transport in isolation first, then a real `python -m app` over raw sockets:
 keep-alive, HEAD (a head with no body to ride on), `Expect: 100-continue`.
@@ -16,8 +16,8 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app import middleware
-from app.protocol import BODY_RECEIVED, HeaderTimeoutProtocol, _HeadWithBody
+from app.http import middleware
+from app.http.protocol import BODY_RECEIVED, HeaderTimeoutProtocol, _HeadWithBody
 from tests.app.test_hostile import connect, read_response
 from tests.app.test_server import free_port, running, server_env, wait_ready
 

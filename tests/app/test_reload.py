@@ -1,4 +1,4 @@
-"""Hot swap (app.serving): POST /admin/reload and SIGHUP serve a new checkpoint in place.
+"""Hot swap (app.inference.slot): POST /admin/reload and SIGHUP serve a new checkpoint in place.
 
 In-process tests here; the same through real server processes (one worker, and a gunicorn
 arbiter with two) at the end of the file.
@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.metrics import Metrics
-from app.serving import ModelSlot, ReloadError
+from app.core.metrics import Metrics
+from app.inference.slot import ModelSlot, ReloadError
 from app.streaming import stream_secret
 from tests.app.conftest import ServeFactory
 from tests.app.test_server import corrupt_copy, free_port, running, server_env, wait_ready

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from app import runtime as runtime_module
-from app.batching import OverloadedError, PassBudget
-from app.errors import InvalidInputError, UnavailableError
-from app.metrics import Metrics
-from app.predictor import Predictor
-from app.runtime import (
+from app.core.metrics import Metrics
+from app.http.errors import InvalidInputError, UnavailableError
+from app.inference import runtime as runtime_module
+from app.inference.batching import OverloadedError, PassBudget
+from app.inference.predictor import Predictor
+from app.inference.runtime import (
     CALIBRATION_ROWS,
     CALIBRATION_STEPS,
     LOOP_TEXT_CHARS,

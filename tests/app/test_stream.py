@@ -29,9 +29,9 @@ from starlette.types import ASGIApp, Message
 
 from app.api.routes.stream import _origin_refusal
 from app.core.config import Settings
+from app.http.ratelimit import TokenBucket
+from app.inference.predictor import BFLOAT16_TOLERANCE, Predictor
 from app.main import create_app
-from app.predictor import BFLOAT16_TOLERANCE, Predictor
-from app.ratelimit import TokenBucket
 from app.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
 from app.streaming import (
     FORMAT_VERSION,

@@ -13,7 +13,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from app.core.config import Settings
-from app.errors import ERROR_CODES
+from app.http.errors import ERROR_CODES
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]

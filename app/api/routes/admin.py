@@ -1,16 +1,16 @@
 """POST /admin/reload: serve the checkpoint now at APP_MODEL_DIR, without a restart.
 
 Mounted only when `APP_ADMIN_KEYS` is set, behind those keys (not the API keys). How a reload
-works, and what happens to the requests in flight, is in `app.serving`.
+works, and what happens to the requests in flight, is in `app.inference.slot`.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.errors import ApiError, error_doc, error_responses
+from app.http.errors import ApiError, error_doc, error_responses
+from app.inference.slot import ModelSlot, ReloadError, signal_other_workers
 from app.schemas import ReloadResponse
-from app.serving import ModelSlot, ReloadError, signal_other_workers
 
 router = APIRouter(tags=["operations"])
 

@@ -1,4 +1,4 @@
-"""POST /explain: which tokens pushed the model toward a label (see app/explain.py)."""
+"""POST /explain: which tokens pushed the model toward a label (see app/inference/explain.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
 from app.api.responses import prediction_of, token_infos
-from app.errors import InvalidInputError, error_responses
-from app.explain import QUADRATURE
+from app.http.errors import InvalidInputError, error_responses
+from app.inference.explain import QUADRATURE
 from app.schemas import (
     EXPLAIN_EXAMPLES,
     ExplainRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
-from app.errors import error_responses
+from app.http.errors import error_responses
 from app.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["operations"])

@@ -9,8 +9,8 @@ from fastapi.responses import Response
 
 from app.api.deps import InferenceRuntimeDep
 from app.api.responses import prediction_of, token_infos
-from app.errors import InvalidInputError, error_responses
-from app.predictor import SATURATION_THRESHOLD
+from app.http.errors import InvalidInputError, error_responses
+from app.inference.predictor import SATURATION_THRESHOLD
 from app.schemas import (
     HIDDEN_STATES_EXAMPLES,
     HiddenStatesRequest,

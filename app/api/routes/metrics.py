@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.metrics import Metrics
+from app.core.metrics import Metrics
 
 
 def build_router(metrics: Metrics) -> APIRouter:

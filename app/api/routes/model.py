@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
-from app.errors import error_responses
-from app.predictor import dtype_name, stream_tolerance
+from app.http.errors import error_responses
+from app.inference.predictor import dtype_name, stream_tolerance
 from app.schemas import Architecture, InferenceInfo, Limits, ModelCardResponse, VocabularyInfo
 
 router = APIRouter(tags=["model"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
 from app.api.responses import prediction_of
-from app.errors import error_responses
+from app.http.errors import error_responses
 from app.schemas import (
     PREDICT_EXAMPLES,
     BatchPredictResponse,

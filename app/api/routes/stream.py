@@ -11,12 +11,12 @@ invalid message or state, a missing or wrong API key (`unauthorized`) or too man
 (`rate_limited`), 1013 when the model is not ready or too busy or the worker holds too many
 connections (`too_many_connections`). Two closes come without an error message: 1001 `idle`
 after `APP_STREAM_WS_IDLE_TIMEOUT_S` of silence, and 1009 for a message over
-`APP_STREAM_WS_MAX_MESSAGE_BYTES`, which the server (`app.server`: uvicorn's `ws_max_size`)
+`APP_STREAM_WS_MAX_MESSAGE_BYTES`, which the server (`app.http.server`: uvicorn's `ws_max_size`)
 refuses from its frame header, before buffering it; the route checks the size again (1009
 `message_too_big`, with the error message) in case it runs under a server without that limit.
 
 Authentication. With `APP_API_KEYS` set, a client sends `Authorization: Bearer <key>` on the
-handshake, checked by `app.security` as on every HTTP route; or, since browsers cannot set that
+handshake, checked by `app.http.security` as on every HTTP route; or, since browsers cannot set that
 header, `{"api_key": "<key>"}` as its first message, answered by `{"authenticated": true}`,
 within `APP_STREAM_WS_AUTH_TIMEOUT_S` of the handshake. A wrong key, any other first message,
 or none in time closes the connection with 1008 `unauthorized`. Keys are never read from the
@@ -81,20 +81,20 @@ from starlette.types import Scope
 
 from app.api.deps import InferenceRuntimeDep
 from app.api.responses import prediction_of, token_infos
-from app.batching import DeadlineExceededError, OverloadedError
 from app.core.config import Settings
 from app.core.logging import request_id_var
-from app.errors import ApiError, error_body, error_doc, error_responses
-from app.ratelimit import TokenBucket
-from app.runtime import Runtime
+from app.http.errors import ApiError, error_body, error_doc, error_responses
+from app.http.ratelimit import TokenBucket
+from app.http.security import Gate, header, rate_identity
+from app.inference.batching import DeadlineExceededError, OverloadedError
+from app.inference.runtime import Runtime
+from app.inference.slot import ModelSlot
 from app.schemas import (
     STREAM_EXAMPLES,
     Step,
     StreamRequest,
     StreamResponse,
 )
-from app.security import Gate, header, rate_identity
-from app.serving import ModelSlot
 from app.streaming import StreamError, StreamService, StreamUpdate
 
 logger = logging.getLogger("app.stream")
@@ -230,7 +230,7 @@ async def _converse(websocket: WebSocket, runtime: Runtime, settings: Settings, 
     streams: StreamService = websocket.state.streams
     scope = websocket.scope
     client = scope.get("client")
-    # The caller's rate-limit identity (`app.security`); None until it has authenticated.
+    # The caller's rate-limit identity (`app.http.security`); None until it has authenticated.
     caller: str | None = None
     if not gate.keys or header(scope["headers"], b"authorization") is not None:
         try:
@@ -287,7 +287,8 @@ async def _converse(websocket: WebSocket, runtime: Runtime, settings: Settings, 
 def _serving(
     websocket: WebSocket, runtime: Runtime, streams: StreamService
 ) -> tuple[Runtime, StreamService]:
-    """The runtime and streams served now (`app.serving`); those given when there is no slot."""
+    """The runtime and streams served now (`app.inference.slot`); those given when there is
+    no slot."""
     slot: ModelSlot | None = getattr(websocket.state, "slot", None)
     serving = slot.current if slot is not None else None
     return (runtime, streams) if serving is None else (serving.runtime, serving.streams)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
-from app.errors import InvalidInputError, error_responses
+from app.http.errors import InvalidInputError, error_responses
 from app.schemas import TOKENIZE_EXAMPLES, TokenizedToken, TokenizeRequest, TokenizeResponse
 
 router = APIRouter(tags=["explorer"])

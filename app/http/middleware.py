@@ -8,8 +8,8 @@ its timeout or takes longer in all than its deadline (408, connection closed), t
 request, counts it by route template and status (labels from a fixed set: a client cannot
 mint new series), writes one access-log line, and turns any exception that escaped the
 app into the common 500 error shape. It also hands each request (and WebSocket) the model
-served when it arrived (`app.serving`), counted in flight on it until the response is done.
-POST /predict is first offered to the fast path (`app.fast_path`), which answers the common
+served when it arrived (`app.inference.slot`), counted in flight on it until the response is done.
+POST /predict is first offered to the fast path (`app.http.fast_path`), which answers the common
 case without FastAPI's per-request work.
 """
 
@@ -26,13 +26,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import log_info_line, request_id_var
-from app.errors import BodyTimeout, BodyTooLarge, error_body
-from app.fast_path import PATH as FAST_PATH
-from app.fast_path import PredictFastPath
-from app.metrics import Metrics
-from app.protocol import BODY_RECEIVED
-from app.runtime import Runtime
-from app.serving import ModelSlot
+from app.core.metrics import Metrics
+from app.http.errors import BodyTimeout, BodyTooLarge, error_body
+from app.http.fast_path import PATH as FAST_PATH
+from app.http.fast_path import PredictFastPath
+from app.http.protocol import BODY_RECEIVED
+from app.inference.runtime import Runtime
+from app.inference.slot import ModelSlot
 
 logger = logging.getLogger("app.request")
 access_logger = logging.getLogger("app.access")
@@ -180,7 +180,7 @@ class RequestMiddleware:
 
 
 def _take_serving(scope: Scope) -> Runtime | None:
-    """Give the request the model served now (`app.serving`): its runtime and streams go into
+    """Give the request the model served now (`app.inference.slot`): its runtime and streams go into
     the request's own state, so a reload mid-request does not change what it works with."""
     state = scope.get("state")
     if state is None:
@@ -240,7 +240,7 @@ class _BodyGuard:
         return wait_s
 
     async def __call__(self) -> Message:
-        # No timer for a body the server already holds in full (app.protocol marks it).
+        # No timer for a body the server already holds in full (app.http.protocol marks it).
         wait_s = self._wait_s() if self.pending and not self.scope.get(BODY_RECEIVED) else None
         if wait_s is not None:
             # A client that stops sending its body mid-way is dropped, not waited for.

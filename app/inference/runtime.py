@@ -13,8 +13,8 @@ long; two kinds of work can:
   `text_work` and `tokenize` offer the same rule to routes that tokenize on their own.
 - Forward passes, when the batcher runs them on the loop (the default). `pass_budget`
   measures the model at start-up, and texts too long for a full batch of them to run within
-  `LOOP_PASS_S` go to the batcher's long lane (`app.batching`), whose passes run on a thread
-  of their own (`long_executor`) in full batches, while the loop goes on with short texts.
+  `LOOP_PASS_S` go to the batcher's long lane (`app.inference.batching`), whose passes run on
+  a thread of their own (`long_executor`) in full batches, while the loop goes on with short texts.
 """
 
 from __future__ import annotations
@@ -29,18 +29,24 @@ from typing import Any, TypeVar
 
 import torch
 
-from app.batching import (
+from app.core.config import Settings
+from app.core.metrics import Metrics
+from app.http.errors import InvalidInputError, UnavailableError
+from app.inference.batching import (
     DeadlineExceededError,
     MicroBatcher,
     OverloadedError,
     PassBudget,
     SerialRunner,
 )
-from app.core.config import Settings
-from app.errors import InvalidInputError, UnavailableError
-from app.explain import Baseline, Explainer, Explanation, Replacement
-from app.metrics import Metrics
-from app.predictor import EncodedText, HiddenStates, Prediction, Predictor, TextRejectedError
+from app.inference.explain import Baseline, Explainer, Explanation, Replacement
+from app.inference.predictor import (
+    EncodedText,
+    HiddenStates,
+    Prediction,
+    Predictor,
+    TextRejectedError,
+)
 from app.schemas import ModelRef
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.tokenizer import Token
@@ -65,7 +71,7 @@ CALIBRATION_STEPS = 32
 
 @dataclass
 class Runtime:
-    """One loaded model and its queues. `app.serving.ModelSlot` builds it at start-up and for
+    """One loaded model and its queues. `app.inference.slot.ModelSlot` builds it at start-up and for
     every reload; a request keeps the runtime it started with until it ends (`in_flight`)."""
 
     settings: Settings

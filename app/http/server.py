@@ -11,7 +11,7 @@ once and their pages shared); the app loads nothing at import. Every worker runs
 uvicorn settings (`UVICORN_OPTIONS`), loads its own copy of the model in the app's lifespan, and
 exits with `STARTUP_FAILURE` (3) when the app cannot start; the arbiter then stops with that
 status too. SIGHUP to the arbiter is passed on to every worker, which reloads its model in place
-(`app.serving`); gunicorn's own restart-all-workers reload is not used.
+(`app.inference.slot`); gunicorn's own restart-all-workers reload is not used.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn_worker import UvicornWorker
 
 from app.core.config import ServerSettings, Settings, get_settings
-from app.metrics import MULTIPROC_ENV
-from app.serving import ARBITER_PID_ENV
+from app.core.metrics import MULTIPROC_ENV
+from app.inference.slot import ARBITER_PID_ENV
 
 # The same for the single-process server and for every gunicorn worker.
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "auto",  # uvloop when installed
-    # httptools, with a deadline for request headers (uvicorn has none: see app.protocol)
-    "http": "app.protocol:HeaderTimeoutProtocol",
+    # httptools, with a deadline for request headers (uvicorn has none: see app.http.protocol)
+    "http": "app.http.protocol:HeaderTimeoutProtocol",
     "lifespan": "on",  # a lifespan that fails stops the worker instead of serving without a model
     "log_config": None,  # the app's own logging (app.core.logging) handles uvicorn's records
     "access_log": False,  # the app writes its own access log, with request ids
@@ -68,7 +68,7 @@ def serve(target: str, server: ServerSettings) -> int:
     """Serve the ASGI app `target` ("module:attribute") until stopped; the exit status."""
     _lean_log_records()
     options = uvicorn_options(get_settings())
-    # SIGHUP reloads the checkpoint (app.serving) once the app has started; until then it is
+    # SIGHUP reloads the checkpoint (app.inference.slot) once the app has started; until then it is
     # ignored rather than fatal (its default), in this process and in gunicorn's workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (`python -m app` did it already, first thing)
     if server.workers == 1:
@@ -137,8 +137,9 @@ class _Arbiter(Arbiter):  # type: ignore[misc]
 
     gunicorn's own SIGHUP starts new workers and stops the old ones, which drops a worker's
     capacity while its replacement loads, and halts the whole server if the new checkpoint
-    is bad (a worker that fails to boot stops the arbiter). Each worker's reload (app.serving)
-    keeps serving throughout, and a bad checkpoint leaves the old model serving.
+    is bad (a worker that fails to boot stops the arbiter). Each worker's reload
+    (app.inference.slot) keeps serving throughout, and a bad checkpoint leaves the old model
+    serving.
     """
 
     def handle_hup(self) -> None:

@@ -4,7 +4,7 @@ uvicorn times out idle keep-alive connections, but not a client that connects an
 its request line and headers slowly, or never: each such connection would be held for ever.
 Here every request's head must arrive within `APP_HEADER_TIMEOUT_S` of the connection being
 made (or of its first byte, on a kept-alive connection); past that the connection is closed.
-The body has its own timeout, in the app (`APP_BODY_TIMEOUT_S`, see `app.middleware`); once a
+The body has its own timeout, in the app (`APP_BODY_TIMEOUT_S`, see `app.http.middleware`); once a
 request's body has been received in full, this protocol marks its scope (`BODY_RECEIVED`), so
 the app need not arm a timer for a body that is already there (the usual case: a small request
 arrives in one piece).
@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.core.config import get_settings
 
-# Scope key, True once the request's whole body has been received (read by app.middleware).
+# Scope key, True once the request's whole body has been received (read by app.http.middleware).
 BODY_RECEIVED = "rnn_sentiment.body_received"
 
 

@@ -7,7 +7,7 @@ response again and serialising it, and the middleware layers around all that. Fo
 that makes up nearly all the traffic (a valid JSON body, from an authorised client, while the
 model is ready) this module does only what the answer needs: read the body, validate it with
 the same `PredictRequest` model straight from JSON bytes, check the caller with the same
-`Gate` as the routes (`app.security`: key, then rate limit), predict through the same
+`Gate` as the routes (`app.http.security`: key, then rate limit), predict through the same
 `Runtime.predict`, and write the JSON with orjson.
 
 Anything it is not sure about goes to FastAPI unchanged, with the body replayed: a body that
@@ -15,7 +15,7 @@ does not validate, a content type that is not JSON, a caller without a valid key
 request, a model that is not ready. So every error keeps its exact status, shape and message;
 `ApiError`s raised while predicting (a text over a limit, 503 overloaded) are rendered by the
 same `error_response` as FastAPI's exception handler uses. The request middleware
-(`app.middleware`) still wraps both paths: request id, body limit, metrics, access log.
+(`app.http.middleware`) still wraps both paths: request id, body limit, metrics, access log.
 `APP_FAST_PATH=false` sends every request through FastAPI.
 """
 
@@ -28,10 +28,10 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from app.errors import ApiError, error_response
-from app.runtime import Runtime
+from app.http.errors import ApiError, error_response
+from app.http.security import Gate, is_json
+from app.inference.runtime import Runtime
 from app.schemas import PredictRequest
-from app.security import Gate, is_json
 
 PATH = "/predict"
 _JSON_HEADERS = (b"content-type", b"application/json")

@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from app.errors import ApiError
-from app.ratelimit import RateLimiter
+from app.http.errors import ApiError
+from app.http.ratelimit import RateLimiter
 
 
 def bearer_token(header: bytes | None) -> bytes | None:

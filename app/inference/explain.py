@@ -39,7 +39,7 @@ from typing import Literal
 
 import torch
 
-from app.predictor import EncodedText, Prediction, Predictor
+from app.inference.predictor import EncodedText, Prediction, Predictor
 from training.model import SentimentRNN, pad_ids
 
 Baseline = Literal["pad", "unk", "zero"]

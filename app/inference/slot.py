@@ -41,16 +41,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from app.core.config import Settings
-from app.metrics import Metrics
-from app.runtime import Runtime
+from app.core.metrics import Metrics
+from app.inference.runtime import Runtime
 from app.schemas import ModelRef
 from app.streaming import StreamService
 from training.checkpoint import CheckpointError, load_checkpoint
 
-logger = logging.getLogger("app.serving")
+logger = logging.getLogger("app.inference.slot")
 T = TypeVar("T")
 
-# Set by `app.server` in a gunicorn arbiter for its workers: the arbiter's pid.
+# Set by `app.http.server` in a gunicorn arbiter for its workers: the arbiter's pid.
 ARBITER_PID_ENV = "RNN_SENTIMENT_ARBITER_PID"
 
 

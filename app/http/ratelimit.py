@@ -1,6 +1,6 @@
 """Per-client token buckets behind `APP_RATE_LIMIT_PER_MINUTE`.
 
-A client is its matched API key when the service has keys, else its address (`app.security`
+A client is its matched API key when the service has keys, else its address (`app.http.security`
 decides which). Each bucket holds a minute's worth of requests and refills continuously, so a
 client may burst up to the limit and then sustain it. The buckets live in the worker process:
 with `WORKERS` > 1 or several replicas each process counts on its own, so the service-wide

@@ -16,13 +16,13 @@ probabilities move in the 7th digit with its batch-mates. Two ways keep them fix
   at a larger row count). Each step then multiplies the same rows with the same kernel,
   whatever the batch; a float32 LSTM also gets oneDNN's fused RNN kernel this way. The
   padding costs steps, which the batcher bounds by grouping texts by length
-  (`app.batching`). Only a one-direction LSTM runs this way: oneDNN keeps its rows apart at
-  every size measured, while the GRU and plain RNN kernels' rows still differed with the row
-  count (their elementwise steps vectorise a batch's values as one block), and a bidirectional
-  model cannot run unpacked (its backward direction would read the padding first). At load,
-  probe texts are run alone and in batches of several sizes up to a full one; should they
-  differ on some machine's kernels, the pass runs on more filler rows, and failing that in
-  float64, with a warning.
+  (`app.inference.batching`). Only a one-direction LSTM runs this way: oneDNN keeps its rows
+  apart at every size measured, while the GRU and plain RNN kernels' rows still differed with
+  the row count (their elementwise steps vectorise a batch's values as one block), and a
+  bidirectional model cannot run unpacked (its backward direction would read the padding
+  first). At load, probe texts are run alone and in batches of several sizes up to a full
+  one; should they differ on some machine's kernels, the pass runs on more filler rows, and
+  failing that in float64, with a warning.
 - float64, packed: rows still differ with the batch, by about 1e-16, which rounding the result
   to float32 hides. About half the speed of the float32 path.
 
@@ -55,7 +55,7 @@ from training.checkpoint import Checkpoint
 from training.model import LayerTrace, pad_ids
 from training.tokenizer import Token, token_norms, tokenize
 
-logger = logging.getLogger("app.predictor")
+logger = logging.getLogger("app.inference.predictor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +184,8 @@ class Predictor:
         """
         self.pass_dtype = pass_dtype
         self.dtype = torch.float32 if pass_dtype == torch.bfloat16 else pass_dtype
-        # Serving only: no parameter ever needs a gradient (`app.explain` takes them w.r.t.
-        # the inputs), so autograd records nothing for the weights.
+        # Serving only: no parameter ever needs a gradient (`app.inference.explain` takes them
+        # w.r.t. the inputs), so autograd records nothing for the weights.
         self.model = self.checkpoint.model.to(self.dtype).eval().requires_grad_(False)
         self.padded = pass_dtype != torch.float64
         self.min_rows = PADDED_MIN_ROWS[0] if self.padded else 1
@@ -474,7 +474,7 @@ def _traced(
     operations that take them at run time, so one example covers every batch and length.
     Not `torch.jit.freeze`d: freezing bakes the weights into the graph as constants, which
     TorchScript's global compilation unit keeps for the life of the process, so every reload
-    (app.serving) would leak a model's worth of memory; it measured no faster here.
+    (app.inference.slot) would leak a model's worth of memory; it measured no faster here.
     """
     example = (torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]))
     with warnings.catch_warnings(), torch.inference_mode():

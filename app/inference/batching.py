@@ -16,7 +16,7 @@ microseconds on the hot path), so it is exact to within one batch's run time.
 Grouping by length: the items taken for one pass are sorted by `size_of` (a text's token
 count) and split into groups of similar length, each its own pass, shortest first (their
 answers go out before the longer ones run). A pass runs as many steps as its longest text, and
-an unpadded float32 pass computes every row for every step (`app.predictor`), so one
+an unpadded float32 pass computes every row for every step (`app.inference.predictor`), so one
 250-token review would otherwise make 60 tweets pay 250 steps each. A split costs one more
 pass (a fixed cost of roughly `SPLIT_SLACK` steps of a full batch), so a new group starts only
 at an item longer than `2 * shortest_in_group + SPLIT_SLACK`: padding at most about doubles a
@@ -58,7 +58,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-logger = logging.getLogger("app.batching")
+logger = logging.getLogger("app.inference.batching")
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -76,7 +76,7 @@ class PassBudget:
 
     A recurrent pass runs `steps` steps over its rows; `step_rows` is a step's fixed cost
     (kernel calls, per-step set-up) in rows' worth, which dominates a pass of few long rows.
-    Whoever measures the model (`app.runtime`) chooses both; the batcher only keeps passes
+    Whoever measures the model (`app.inference.runtime`) chooses both; the batcher only keeps passes
     within them.
     """
 
@@ -106,7 +106,7 @@ class DeadlineExceededError(Exception):
 
 
 class BatchObserver(Protocol):
-    """Receives measurements (`app.metrics.Metrics` implements it)."""
+    """Receives measurements (`app.core.metrics.Metrics` implements it)."""
 
     def observe_batch(self, size: int, seconds: float) -> None: ...
 
