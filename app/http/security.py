@@ -147,9 +147,17 @@ class Gate:
     def caller(self, headers: Iterable[tuple[bytes, bytes]], client: Any) -> str:
         """The caller's rate-limit identity ("" when nothing is limited); 401 (`ApiError`)
         without a valid key."""
+        return self._identify(bearer_token(header(headers, b"authorization")), client)
+
+    def caller_for_key(self, key: bytes, client: Any) -> str:
+        """`caller` for a key offered in a message rather than a header: a browser cannot set
+        `Authorization` on a WebSocket handshake, so it sends its key as the first message."""
+        return self._identify(key, client)
+
+    def _identify(self, key: bytes | None, client: Any) -> str:
         identity = None
         if self.keys:
-            identity = self.keys.match(header(headers, b"authorization"))
+            identity = None if key is None else self.keys.match_key(key)
             if identity is None:
                 raise unauthorized()
         if self.limiter is None:
