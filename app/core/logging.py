@@ -3,15 +3,12 @@
 The request id lives in a context variable set by the request middleware (`app.http.middleware`),
 so any log line written while serving a request names it without passing it around.
 
-An access log line is written for every request, so its cost counts (about 10% of a worker's
-CPU under load with the standard library's defaults). Three things keep it small: lines are
-encoded with orjson; the logging module is told not to look up the caller's file and line,
-thread and process for every record (its documented optimisation flags: no formatter here
-prints them); and `LoopBatchingHandler` writes the lines of one event-loop turn in one write
-instead of one write and flush per line. A line waits at most until the loop's next turn; lines
-logged outside the event loop's thread are written at once. The access log's line goes through
-`log_info_line`, which, with the handler set up here, queues the JSON line itself instead of
-making a `LogRecord` (measured side by side: about 9 us of CPU less per request).
+An access log line is written for every request, so its cost counts. Three things keep it
+small: lines are encoded with orjson; the logging module is told not to look up the caller's
+file and line, thread and process for every record (its documented optimisation flags: no
+formatter here prints them); and `LoopBatchingHandler` writes the lines of one event-loop turn
+in one write instead of one write and flush per line. A line waits at most until the loop's
+next turn; lines logged outside the event loop's thread are written at once.
 """
 
 from __future__ import annotations
@@ -67,7 +64,13 @@ def _dumps(entry: dict[str, Any]) -> str:
     try:
         return orjson.dumps(entry, default=str).decode()
     except TypeError:  # what orjson refuses (an int beyond 64 bits, say), json takes
-        return _ENCODER.encode(entry)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _iso_time(created: float) -> str:
+    """A record's time as ISO 8601 in UTC, to the millisecond: "2024-05-01T12:00:00.123Z"."""
+    whole_seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{whole_seconds}.{int(created % 1 * 1000):03d}Z"
 
 
 # Control characters (C0, DEL, C1, and the Unicode line and paragraph separators) as escapes:
@@ -116,10 +119,6 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
             return
-        self.queue_line(line)
-
-    def queue_line(self, line: str) -> None:
-        """Write a formatted line: with this loop turn's lines, or at once off the loop."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -149,80 +148,19 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
                         traceback.print_exc(file=sys.stderr)
 
 
-# What json.dumps(entry, default=str, ensure_ascii=False) builds on every call, built once.
-_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
-_last_second: tuple[int, str] = (-1, "")
-
-
-def _iso_time(created: float) -> str:
-    global _last_second  # noqa: PLW0603 - a one-entry cache: one strftime per second, not per line
-    whole = int(created)
-    if _last_second[0] != whole:
-        _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_last_second[1]}.{int(created % 1 * 1000):03d}Z"
-
-
-def log_info_line(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
-    """`logger.info(message, extra=fields)`, for a line written on every request.
-
-    When all logging would do with the record is hand it to one `LoopBatchingHandler` with a
-    `JsonFormatter` (what `configure_logging` sets up: the logger enabled for INFO, no filters
-    on the way, no other handler reached), the line is built from `fields` and queued on that
-    handler directly, the same JSON `JsonFormatter` would write, without the `LogRecord` and
-    the logging calls around it: about a third of the cost per line. Any other set-up (a
-    text format, a test's capture handler, filters) gets the record as usual.
-    """
-    handler = _sole_json_handler(logger)
-    if handler is None:
-        logger.info(message, extra=fields)
-        return
-    entry: dict[str, Any] = {
-        "time": _iso_time(time.time()),
-        "level": "INFO",
-        "logger": logger.name,
-        "message": message,
-    }
-    request_id = request_id_var.get()
-    if request_id is not None:
-        entry["request_id"] = request_id
-    entry.update(fields)
-    handler.queue_line(_dumps(entry))
-
-
-def _sole_json_handler(logger: logging.Logger) -> LoopBatchingHandler | None:
-    """The one handler an INFO record of `logger` would reach, if it is a JSON
-    `LoopBatchingHandler` and nothing could filter the record on the way; else None."""
-    if logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO):
-        return None
-    reached: list[logging.Handler] = []
-    current: logging.Logger | None = logger
-    while current is not None:  # as Logger.callHandlers walks
-        reached += current.handlers
-        if not current.propagate:
-            break
-        current = current.parent
-    if len(reached) != 1:
-        return None
-    (handler,) = reached
-    if (
-        type(handler) is not LoopBatchingHandler
-        or type(handler.formatter) is not JsonFormatter
-        or handler.filters
-        or handler.level > logging.INFO
-    ):
-        return None
-    return handler
-
-
 def configure_logging(level: LogLevel = "INFO", fmt: str = "json") -> None:
     """Send every log record (the app's, uvicorn's, libraries') through one formatter.
 
-    Idempotent: replaces only the handler it installed before, so handlers that others put on
-    the root logger (pytest's log capture, for one) keep working.
+    The one place logging is set up: `python -m app` calls it first thing, the server
+    (`app.http.server`) in each process it runs, after uvicorn and gunicorn have pointed their
+    loggers at handlers of their own, and the app's lifespan with its settings. Idempotent:
+    replaces only the handler it installed before (after writing what that one still held), so
+    handlers that others put on the root logger (pytest's log capture, for one) keep working.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
+            handler.flush()
             root.removeHandler(handler)
     # No formatter here prints a record's source line, thread or process: skip looking them up.
     logging._srcfile = None  # documented in the logging HOWTO, "Optimization"

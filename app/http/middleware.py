@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.logging import log_info_line, request_id_var
+from app.core.logging import request_id_var
 from app.core.metrics import Metrics
 from app.http.errors import BodyTimeout, BodyTooLarge, error_body
 from app.http.fast_path import PATH as FAST_PATH
@@ -150,10 +150,9 @@ class RequestMiddleware:
         self.metrics.observe_request(template, method, status, elapsed)
         if self.access_log:
             path = scope["path"]
-            log_info_line(
-                access_logger,
+            access_logger.info(
                 f"{method} {path} {status} {elapsed * 1000:.2f}ms",
-                {
+                extra={
                     "method": method,
                     "path": path,
                     "route": template,

@@ -6,19 +6,23 @@ import asyncio
 import io
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from app.core.logging import (
     JsonFormatter,
     LoopBatchingHandler,
     TextFormatter,
-    log_info_line,
+    _iso_time,
     request_id_var,
 )
+from app.core.metrics import Metrics
+from app.http import middleware
 
 
 class CountingStream(io.StringIO):
@@ -165,29 +169,85 @@ def test_a_line_names_its_request_and_keeps_what_orjson_cannot_encode(
     assert line["logger"] == "tests.logging"
 
 
-FIELDS = {"method": "POST", "path": "/p%d", "status": 200, "duration_ms": 0.5, "big": 2**70}
+# -- the access log: one line per request, through logging like any other ----------------------
 
 
-def test_a_direct_line_is_the_line_logging_writes(
-    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler],
+@pytest.fixture
+def access_log() -> Iterator[tuple[logging.Logger, io.StringIO, LoopBatchingHandler]]:
+    """The middleware's access logger, writing JSON to a stream of its own."""
+    stream = io.StringIO()
+    handler = LoopBatchingHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = middleware.access_logger
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream, handler
+    logger.removeHandler(handler)
+    logger.filters.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
+def request_through_the_middleware(path: str, request_id_header: bytes) -> None:
+    """One GET answered 204 by a bare app behind `RequestMiddleware`, on a loop of its own."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope: Scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "headers": [(b"x-request-id", request_id_header)],
+        "client": ("10.1.2.3", 5000),
+    }
+    guarded = middleware.RequestMiddleware(app, metrics=Metrics(), max_body_bytes=100)
+
+    async def main() -> None:
+        await guarded(scope, receive, send)
+        await asyncio.sleep(0)  # the handler writes the turn's lines
+
+    asyncio.run(main())
+
+
+ISO_UTC_MILLISECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_a_request_writes_one_access_line_with_its_fields_and_request_id(
+    access_log: tuple[logging.Logger, io.StringIO, LoopBatchingHandler],
 ) -> None:
-    logger, stream, _ = logged
-    with request_id("req-2"):
-        log_info_line(logger, "POST /p%d 200", FIELDS)
-        logger.info("POST /p%d 200", extra=FIELDS)
-    direct, logged_line = lines(stream)
-    assert direct.pop("time") <= logged_line.pop("time")  # both ISO, UTC, milliseconds
-    assert list(direct) == list(logged_line)  # same fields, same order
-    assert direct == logged_line
-    assert direct["request_id"] == "req-2"
-    assert direct["big"] == 2**70
+    _, stream, _ = access_log
+    request_through_the_middleware("/p%d/ünï", b"req-2")  # a path is not a format string
+    (line,) = lines(stream)
+    assert ISO_UTC_MILLISECONDS.fullmatch(str(line.pop("time")))
+    duration_ms = line.pop("duration_ms")
+    assert isinstance(duration_ms, float)
+    assert line.pop("message") == f"GET /p%d/ünï 204 {duration_ms:.2f}ms"
+    assert line == {
+        "level": "INFO",
+        "logger": "app.access",
+        "request_id": "req-2",
+        "method": "GET",
+        "path": "/p%d/ünï",
+        "route": middleware.UNMATCHED_ROUTE,
+        "status": 204,
+        "client": "10.1.2.3",
+    }
 
 
 @pytest.mark.parametrize("setup", ["second-handler", "text-format", "filtered", "warning"])
-def test_a_direct_line_goes_through_logging_when_anything_else_could_see_it(
-    logged: tuple[logging.Logger, CountingStream, LoopBatchingHandler], setup: str
+def test_the_access_line_is_an_ordinary_record_that_logging_set_up_governs(
+    access_log: tuple[logging.Logger, io.StringIO, LoopBatchingHandler], setup: str
 ) -> None:
-    logger, stream, handler = logged
+    logger, stream, handler = access_log
     seen: list[logging.LogRecord] = []
 
     class Capture(logging.Handler):
@@ -200,23 +260,35 @@ def test_a_direct_line_goes_through_logging_when_anything_else_could_see_it(
     elif setup == "text-format":
         handler.setFormatter(TextFormatter())
     elif setup == "filtered":
-        logger.addFilter(lambda record: not record.getMessage().startswith("secret"))
+        logger.addFilter(lambda record: not record.getMessage().startswith("GET /secret"))
     else:
         logger.setLevel(logging.WARNING)
     try:
-        log_info_line(logger, "secret line", FIELDS)
+        request_through_the_middleware("/secret", b"req-3")
     finally:
         logger.removeHandler(capture)
-        logger.filters.clear()
-        handler.setFormatter(JsonFormatter())
-        logger.setLevel(logging.INFO)
     written = stream.getvalue()
     if setup == "second-handler":
-        assert [record.getMessage() for record in seen] == ["secret line"]
-        assert json.loads(written)["message"] == "secret line"
+        (record,) = seen
+        assert record.getMessage().startswith("GET /secret 204 ")
+        assert (record.path, record.status) == ("/secret", 204)  # type: ignore[attr-defined]
+        assert json.loads(written)["path"] == "/secret"
     elif setup == "text-format":
         assert "INFO" in written
-        assert "secret line" in written
+        assert "GET /secret 204 " in written
+        assert "[request_id=req-3]" in written
         assert not written.startswith("{")
     else:
         assert written == ""
+
+
+@pytest.mark.parametrize(
+    ("created", "expected"),
+    [
+        (0.5, "1970-01-01T00:00:00.500Z"),
+        (1_700_000_000.0, "2023-11-14T22:13:20.000Z"),
+        (1_700_000_000.9999, "2023-11-14T22:13:20.999Z"),  # never rounds up to .1000
+    ],
+)
+def test_a_line_gives_its_time_in_utc_to_the_millisecond(created: float, expected: str) -> None:
+    assert _iso_time(created) == expected
