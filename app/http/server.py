@@ -4,14 +4,15 @@ One worker: a plain uvicorn server. Several: a gunicorn arbiter supervising uvic
 (restarting any that die), each worker with its own listening socket bound with SO_REUSEPORT,
 so the kernel spreads new connections evenly over the workers. With one socket shared by every
 worker (uvicorn's own `--workers`), whichever worker is awake first accepts, and keep-alive
-connections can pile onto one worker while the other idles (PERFORMANCE.md, item 6).
+connections can pile onto one worker while the other idles.
 
 The arbiter imports the app before forking (gunicorn's preload: torch and FastAPI are imported
 once and their pages shared); the app loads nothing at import. Every worker runs the same
 uvicorn settings (`UVICORN_OPTIONS`), loads its own copy of the model in the app's lifespan, and
 exits with `STARTUP_FAILURE` (3) when the app cannot start; the arbiter then stops with that
 status too. SIGHUP to the arbiter is passed on to every worker, which reloads its model in place
-(`app.inference.slot`); gunicorn's own restart-all-workers reload is not used.
+(`app.inference.slot`); gunicorn's own restart-all-workers reload is not used. Every process
+logs through the app's one root handler (`app.core.logging.configure_logging`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn_worker import UvicornWorker
 
 from app.core.config import ServerSettings, Settings, get_settings
+from app.core.logging import configure_logging
 from app.core.metrics import MULTIPROC_ENV
 from app.inference.slot import ARBITER_PID_ENV
 
@@ -66,8 +68,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def serve(target: str, server: ServerSettings) -> int:
     """Serve the ASGI app `target` ("module:attribute") until stopped; the exit status."""
-    _lean_log_records()
-    options = uvicorn_options(get_settings())
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    options = uvicorn_options(settings)
     # SIGHUP reloads the checkpoint (app.inference.slot) once the app has started; until then it is
     # ignored rather than fatal (its default), in this process and in gunicorn's workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (`python -m app` did it already, first thing)
@@ -96,36 +99,20 @@ def serve(target: str, server: ServerSettings) -> int:
     return 0
 
 
-def _lean_log_records() -> None:
-    """Skip the per-record work no log line of this service prints (thread and process names,
-    the caller's file and line: a stack walk). Python's documented logging optimisations;
-    the access log writes a record per request."""
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
-
-
 class Worker(UvicornWorker):  # type: ignore[misc]
     """A gunicorn worker running uvicorn with `UVICORN_OPTIONS`, logging through the root."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = get_settings()
         # Read by UvicornWorker.__init__; gunicorn sets the keep-alive itself.
         self.CONFIG_KWARGS = {
             key: value
-            for key, value in uvicorn_options(get_settings()).items()
+            for key, value in uvicorn_options(settings).items()
             if key != "timeout_keep_alive"
         }
         super().__init__(*args, **kwargs)
-        # UvicornWorker points uvicorn's loggers at gunicorn's handlers; send them to the root
-        # handler instead (app.core.logging), like the single-process server does.
-        for name in ("uvicorn", "uvicorn.error"):
-            logger = logging.getLogger(name)
-            logger.handlers.clear()
-            logger.propagate = True
-        access = logging.getLogger("uvicorn.access")
-        access.handlers.clear()
-        access.propagate = False
+        # UvicornWorker points uvicorn's loggers at gunicorn's handlers: back to the root's.
+        configure_logging(settings.log_level, settings.log_format)
 
     def init_signals(self) -> None:
         super().init_signals()
