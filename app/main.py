@@ -51,7 +51,7 @@ from app.http.middleware import RequestMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
 from app.inference.slot import ModelSlot
-from app.streaming import stream_secret
+from app.streaming.codec import stream_secret
 
 logger = logging.getLogger("app.main")
 

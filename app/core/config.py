@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     docs: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
     explorer: bool = Field(True, description="Serve the hidden-state explorer page at /.")
 
-    # Streaming (/stream, /stream/ws): the client carries a signed state (see app/streaming.py).
+    # Streaming (/stream, /stream/ws): the client carries a signed state (see app/streaming/).
     stream_secret: SecretStr | None = Field(
         None,
         description=(

@@ -44,7 +44,7 @@ from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.inference.runtime import Runtime
 from app.schemas import ModelRef
-from app.streaming import StreamService
+from app.streaming.service import StreamService
 from training.checkpoint import CheckpointError, load_checkpoint
 
 logger = logging.getLogger("app.inference.slot")

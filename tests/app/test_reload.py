@@ -22,7 +22,7 @@ import pytest
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.inference.slot import ModelSlot, ReloadError
-from app.streaming import stream_secret
+from app.streaming.codec import stream_secret
 from tests.app.conftest import ServeFactory
 from tests.app.test_server import corrupt_copy, free_port, running, server_env, wait_ready
 from tests.app.test_stream import started, websocket

@@ -33,17 +33,17 @@ from app.http.ratelimit import TokenBucket
 from app.inference.predictor import BFLOAT16_TOLERANCE, Predictor
 from app.main import create_app
 from app.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
-from app.streaming import (
+from app.streaming.codec import (
     FORMAT_VERSION,
     MAX_STREAM_CHARS,
     StateCodec,
-    StreamEngine,
-    StreamError,
-    StreamService,
     StreamState,
-    final_length,
     stream_secret,
 )
+from app.streaming.engine import StreamEngine
+from app.streaming.errors import StreamError
+from app.streaming.service import StreamService
+from app.streaming.text import final_length
 from tests.conftest import build_checkpoint
 from training.checkpoint import load_checkpoint
 from training.model import RecurrentState

@@ -24,7 +24,7 @@ import torch
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from app.streaming import (
+from app.streaming.codec import (
     FLAG_FINISHED,
     FLAG_FLOAT64,
     FLAG_HAS_CELL,

@@ -95,7 +95,9 @@ from app.schemas import (
     StreamRequest,
     StreamResponse,
 )
-from app.streaming import StreamError, StreamService, StreamUpdate
+from app.streaming.engine import StreamStep, StreamUpdate
+from app.streaming.errors import StreamError
+from app.streaming.service import StreamService
 
 logger = logging.getLogger("app.stream")
 
@@ -528,7 +530,7 @@ def _api_error(error: StreamError, where: str) -> ApiError:
 def _response(update: StreamUpdate, runtime: Runtime) -> StreamResponse:
     unk = runtime.predictor.vocab.unk_id
 
-    def steps(items: list[tuple[str, dict[str, float]]]) -> list[Step]:
+    def steps(items: list[StreamStep]) -> list[Step]:
         return [Step.model_construct(label=label, probabilities=p) for label, p in items]
 
     prediction = update.prediction
