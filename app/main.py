@@ -52,6 +52,7 @@ from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
 from app.inference.slot import ModelSlot
 from app.streaming.codec import stream_secret
+from app.streaming.websocket import Connections
 
 logger = logging.getLogger("app.main")
 
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_gate = Gate(KeyRing.of(settings.api_keys), limiter)
     guards = guarded(api_gate)
     app.state.api_gate = api_gate
+    app.state.stream_ws_connections = Connections()  # this worker's /stream/ws sockets
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
     app.include_router(model.router, dependencies=guards)

@@ -32,7 +32,9 @@ One job per module, each importing only those above it in this list:
   (`stream_secret`: `APP_STREAM_SECRET`, or a random key shared by the server's workers);
 - `engine`: `StreamEngine`, which checks and cuts a piece (`prepare`) and reads it with the
   model (`compute`), and the longest stream;
-- `service`: `StreamService`, the engine behind its own bounded queue on the model's thread.
+- `service`: `StreamService`, the engine behind its own bounded queue on the model's thread;
+- `websocket`: the `/stream/ws` protocol (its rules, the Origin check, the connection count,
+  the close codes and the reasons they are sent for), apart from the route that speaks it.
 
 Nothing here knows HTTP or the wire schemas: the routes (`app.api.routes.stream`) validate
 requests, map `StreamError` to the common error shape, and shape the responses.

@@ -27,7 +27,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.types import ASGIApp, Message
 
-from app.api.routes.stream import _origin_refusal
 from app.core.config import Settings
 from app.http.ratelimit import TokenBucket
 from app.inference.predictor import BFLOAT16_TOLERANCE, Predictor
@@ -44,6 +43,7 @@ from app.streaming.engine import StreamEngine
 from app.streaming.errors import StreamError
 from app.streaming.service import StreamService
 from app.streaming.text import final_length
+from app.streaming.websocket import origin_refusal
 from tests.conftest import build_checkpoint
 from training.checkpoint import load_checkpoint
 from training.model import RecurrentState
@@ -906,17 +906,19 @@ async def test_websocket_authentication(make_settings: Any) -> None:
 def handshake(
     origin: str | None, host: str, server: tuple[str, int] = ("10.0.0.5", 8000)
 ) -> dict[str, Any]:
-    headers = [(b"host", host.encode())]
-    if origin is not None:
-        headers.append((b"origin", origin.encode()))
-    return {"type": "websocket", "headers": headers, "server": server}
+    """What the Origin rule reads of a handshake: its Origin and Host, and where it arrived."""
+    return {
+        "origin_value": None if origin is None else origin.encode(),
+        "host_value": host.encode(),
+        "server": server,
+    }
 
 
 LOOPBACK = ("127.0.0.1", 8000)
 
 
 @pytest.mark.parametrize(
-    ("scope", "listed", "keyed", "accepted"),
+    ("seen", "listed", "keyed", "accepted"),
     [
         pytest.param(handshake(None, "any.test"), (), False, True, id="no-origin"),
         pytest.param(
@@ -963,9 +965,9 @@ LOOPBACK = ("127.0.0.1", 8000)
     ],
 )
 def test_the_websocket_origin_rule(
-    scope: dict[str, Any], listed: tuple[str, ...], keyed: bool, accepted: bool
+    seen: dict[str, Any], listed: tuple[str, ...], keyed: bool, accepted: bool
 ) -> None:
-    assert (_origin_refusal(scope, listed, keyed=keyed) is None) is accepted
+    assert (origin_refusal(**seen, cors_origins=listed, keyed=keyed) is None) is accepted
 
 
 # ---------------------------------------------------------------------------------------------
