@@ -1,10 +1,13 @@
 """Tokenizer cost per text on everyday sentences (bench/sentences.txt), in process.
 
-Three paths, each timed as µs per text over all the sentences:
+Four paths, each timed as µs per text over all the sentences:
 - `tokenize`: the tokens with their offsets (the routes that show tokens, streaming);
 - `token_norms`: the normalised forms only (what /predict encodes);
-- `token_norms` + `Vocabulary.encode_norms`: a prediction's whole text-to-ids step, with the
-  vocabulary of the checkpoint (`--model`, default model_store/default).
+- `token_norms` + `Vocabulary.encode_norms`: a prediction's whole text-to-ids step
+  (`Predictor.encode_ids`), with the vocabulary of the checkpoint (`--model`, default
+  model_store/default);
+- `tokenize` + `Vocabulary.encode`: the same ids through the tokens (`Predictor.encode`), what
+  a prediction would cost without `token_norms`.
 
 Times are CPU time of this process (a shared machine's other processes would inflate wall
 time), and each figure is the median over interleaved rounds. `--module PATH` (repeatable)
@@ -55,11 +58,12 @@ def load_module(path: Path, index: int) -> ModuleType:
 def paths(module: ModuleType, vocab_json: dict[str, Any]) -> dict[str, Callable[[str], object]]:
     """name -> one text's work on that path, with `module`'s own vocabulary class."""
     vocab = module.Vocabulary.from_json(vocab_json)
-    tokenize, token_norms, encode_norms = module.tokenize, module.token_norms, vocab.encode_norms
+    tokenize, token_norms = module.tokenize, module.token_norms
     return {
         "tokenize": tokenize,
         "token_norms": token_norms,
-        "token_norms + encode_norms": lambda text: encode_norms(token_norms(text)),
+        "token_norms + encode_norms": lambda text: vocab.encode_norms(token_norms(text)),
+        "tokenize + encode": lambda text: vocab.encode(tokenize(text)),
     }
 
 

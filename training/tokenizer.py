@@ -206,7 +206,7 @@ def tokenize(text: str) -> list[Token]:
     tokens: list[Token] = []
     for piece in _PIECE.finditer(text):
         surface = piece.group()
-        if surface.isalpha() and _LAUGH.fullmatch(surface) is None:
+        if _is_word(surface):
             start, end = piece.span()
             _add_word(tokens, surface, start, end)
         else:
@@ -215,33 +215,43 @@ def tokenize(text: str) -> list[Token]:
 
 
 def token_norms(text: str) -> list[str]:
-    """`[token.norm for token in tokenize(text)]` without making the tokens: all a prediction
-    needs. `str.split()` cuts where `_PIECE` does (both split at `str.isspace` characters),
-    and a piece is scanned on its own, which the pattern's lookarounds cannot tell from
-    scanning it in place (whitespace and a text's ends look alike to them). A word with one
-    of `_TRAILING` after it (most pieces that are not a plain word) is that word and that
-    mark, its own norm (`punct` or `bang`), without the pattern."""
+    """`[token.norm for token in tokenize(text)]`, without making the tokens.
+
+    All a prediction needs, and kept beside `tokenize` for speed alone: every /predict text
+    goes through it, and leaving out what only the routes that show tokens use (a `Token`, its
+    span and a match object per word) saves a share of a request's CPU time worth this code
+    (bench/tokenizer.py times both paths). The tests hold it to `tokenize` on any text.
+
+    It cuts the text as `tokenize` does: `str.split()` splits where `_PIECE` does (both at
+    `str.isspace` characters), and a piece scanned on its own gives the tokens it gives in
+    place (the pattern's lookarounds see whitespace or a text's end around it either way).
+    """
     norms: list[str] = []
     for piece in text.split():
-        if piece.isalpha() and _LAUGH.fullmatch(piece) is None:
+        if _is_word(piece):
             _add_word_norms(norms, piece)
-        elif (
-            piece[-1] in _TRAILING
-            and (word := piece[:-1]).isalpha()
-            and _LAUGH.fullmatch(word) is None
-        ):
-            _add_word_norms(norms, word)
+        elif piece[-1] in _TRAILING and _is_word(piece[:-1]):
+            # "great!", "fine,": a word and a mark, the commonest piece that is not a plain
+            # word; the mark is a token of its own whose norm is itself.
+            _add_word_norms(norms, piece[:-1])
             norms.append(piece[-1])
         else:
             norms += [token.norm for token in scan(piece)]
     return norms
 
 
+# Marks that are one token on their own after a word, with themselves as their norm.
 _TRAILING = frozenset(".,!?")
 
 
+def _is_word(piece: str) -> bool:
+    """Whether the pattern reads all of `piece` as one `word`: letters only (`str.isalpha`
+    letters are among the pattern's word characters), and not a laugh ("xD")."""
+    return piece.isalpha() and _LAUGH.fullmatch(piece) is None
+
+
 def _add_word_norms(norms: list[str], word: str) -> None:
-    """`_add_word`'s norms."""
+    """The norms `_add_word` gives `word`: "dont" is "do" + "not"."""
     lowered = word.lower()
     stem = NEGATION_FORMS.get(lowered)
     if stem is None:
@@ -320,12 +330,11 @@ class Vocabulary:
         return self.unk_id
 
     def encode(self, tokens: Iterable[Token]) -> list[int]:
-        return self.encode_norms([token.norm for token in tokens])
+        return self.encode_norms(token.norm for token in tokens)
 
     def encode_norms(self, norms: Iterable[str]) -> list[int]:
-        found = self.stoi.get
-        lookup = self.lookup  # only for what is not in the vocabulary as written
-        return [index if (index := found(norm)) is not None else lookup(norm) for norm in norms]
+        """The ids of normalised tokens (`token_norms`'s output, say)."""
+        return [self.lookup(norm) for norm in norms]
 
     @classmethod
     def build(
