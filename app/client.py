@@ -47,7 +47,7 @@ from typing import Any, Literal, TextIO, TypeVar, overload
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from app.schemas import (
+from app.api.schemas import (
     BatchPredictResponse,
     ErrorDetail,
     ErrorResponse,

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.schemas import PredictRequest
+from app.api.schemas import PredictRequest
 
 ANSWER: dict[str, Any] = {
     "label": "positive",

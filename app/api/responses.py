@@ -1,15 +1,26 @@
-"""Response pieces several routes build the same way, from the predictor's own types.
+"""The inference layer's results turned into the API's wire bodies: one function per result.
 
-`model_construct` skips validation: these values come from the model, not from a client.
+The inference code has its own types (`PredictionResult`, `LayerStateValues`,
+`ModelIdentity`, ...); routes never copy their fields themselves but go through these
+functions, so a field added to a response is added here. `model_construct` skips validation:
+these values come from the model, not from a client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.inference import predictor
-from app.schemas import Prediction, TokenInfo
+from app.api.schemas.common import ModelRef, Prediction, Step, TokenInfo
+from app.api.schemas.explain import IntegratedGradientsResult, OcclusionResult
+from app.api.schemas.hidden_states import LayerStates
+from app.inference.explain import QUADRATURE, IntegratedGradients, Occlusion
+from app.inference.predictor import LayerStateValues, PredictionResult
+from app.inference.runtime import ModelIdentity
 from training.tokenizer import Token
+
+
+def model_ref(model: ModelIdentity) -> ModelRef:
+    return ModelRef.model_construct(name=model.name, version=model.version)
 
 
 def token_infos(tokens: Sequence[Token], ids: Sequence[int], unk_id: int) -> list[TokenInfo]:
@@ -22,7 +33,45 @@ def token_infos(tokens: Sequence[Token], ids: Sequence[int], unk_id: int) -> lis
     ]
 
 
-def prediction_of(result: predictor.Prediction) -> Prediction:
+def prediction_of(result: PredictionResult) -> Prediction:
     return Prediction.model_construct(
         label=result.label, score=result.score, probabilities=result.probabilities
+    )
+
+
+def steps_of(steps: Sequence[tuple[str, dict[str, float]]]) -> list[Step]:
+    """Per-token predictions, each a (label, probabilities) pair."""
+    return [Step.model_construct(label=label, probabilities=p) for label, p in steps]
+
+
+def layer_states_of(values: LayerStateValues) -> LayerStates:
+    return LayerStates.model_construct(
+        layer=values.layer,
+        direction=values.direction,
+        hidden=values.hidden,
+        cell=values.cell,
+        gates=values.gates,
+        units=values.units,
+        norm=values.norm,
+        saturated=values.saturated,
+    )
+
+
+def integrated_gradients_of(result: IntegratedGradients) -> IntegratedGradientsResult:
+    return IntegratedGradientsResult.model_construct(
+        attributions=result.attributions,
+        baseline=result.baseline,
+        steps=result.steps,
+        quadrature=QUADRATURE,
+        logit=result.logit,
+        baseline_logit=result.baseline_logit,
+        delta=result.delta,
+    )
+
+
+def occlusion_of(result: Occlusion) -> OcclusionResult:
+    return OcclusionResult.model_construct(
+        replacement=result.replacement,
+        attributions=result.attributions,
+        probability_changes=result.probability_changes,
     )

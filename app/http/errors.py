@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.api.schemas.common import ErrorResponse
 from app.core.logging import request_id_var
-from app.schemas import ErrorResponse
 
 ERROR_CODES: dict[int, str] = {
     400: "malformed_json",

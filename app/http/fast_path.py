@@ -28,10 +28,10 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.schemas.predict import PredictRequest
 from app.http.errors import ApiError, error_response
 from app.http.security import Gate, is_json
 from app.inference.runtime import Runtime
-from app.schemas import PredictRequest
 
 PATH = "/predict"
 _JSON_HEADERS = (b"content-type", b"application/json")

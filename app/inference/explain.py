@@ -39,7 +39,7 @@ from typing import Literal
 
 import torch
 
-from app.inference.predictor import EncodedText, Prediction, Predictor
+from app.inference.predictor import EncodedText, PredictionResult, Predictor
 from training.model import SentimentRNN, pad_ids
 
 Baseline = Literal["pad", "unk", "zero"]
@@ -188,7 +188,7 @@ def occlusion(
 @dataclass(frozen=True, slots=True)
 class Explanation:
     label: str  # the label explained
-    prediction: Prediction  # as /predict gives it
+    prediction: PredictionResult  # as /predict gives it
     integrated_gradients: IntegratedGradients | None
     occlusion: Occlusion | None
 
@@ -264,15 +264,15 @@ class Explainer:
 
 
 def _rounded(
-    prediction: Prediction,
+    prediction: PredictionResult,
     gradients: IntegratedGradients | None,
     occluded: Occlusion | None,
     decimals: int,
-) -> tuple[Prediction, IntegratedGradients | None, Occlusion | None]:
+) -> tuple[PredictionResult, IntegratedGradients | None, Occlusion | None]:
     def r(values: list[float]) -> list[float]:
         return [round(value, decimals) + 0.0 for value in values]  # + 0.0: no "-0.0"
 
-    prediction = Prediction(
+    prediction = PredictionResult(
         prediction.label,
         round(prediction.score, decimals),
         {label: round(p, decimals) for label, p in prediction.probabilities.items()},

@@ -79,14 +79,20 @@ class EncodedText:
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction:
+class PredictionResult:
+    """One text's most probable label, its probability and every label's (the API sends it
+    as its `Prediction`)."""
+
     label: str
     score: float
     probabilities: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
-class LayerStates:
+class LayerStateValues:
+    """One layer's and direction's states after each token, as lists (the API sends them as
+    its `LayerStates`)."""
+
     layer: int
     direction: Literal["forward", "backward"]
     hidden: list[list[float]]  # [T][H], or [T][len(units)] for a unit selection
@@ -99,10 +105,10 @@ class LayerStates:
 
 @dataclass(frozen=True, slots=True)
 class HiddenStates:
-    layers: list[LayerStates]
+    layers: list[LayerStateValues]
     steps: list[tuple[str, dict[str, float]]]  # (label, probabilities) after each token
     steps_note: str | None
-    prediction: Prediction
+    prediction: PredictionResult
     flips: list[int] = field(default_factory=list)  # t where steps[t] != steps[t - 1] (label)
 
 
@@ -243,7 +249,7 @@ class Predictor:
 
     # -- prediction ----------------------------------------------------------------------------
 
-    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[Prediction]:
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[PredictionResult]:
         """One forward pass over encoded texts (each non-empty); results in input order."""
         if not batch:
             return []
@@ -251,7 +257,7 @@ class Predictor:
         labels = self.labels
         return [prediction_from(labels, row) for row in rows]
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def predict(self, texts: Sequence[str]) -> list[PredictionResult]:
         """Convenience for scripts and tests: no limits beyond needing at least one token."""
         encoded = [
             self.encode(text, max_chars=len(text), max_tokens=len(text) + 1) for text in texts
@@ -324,7 +330,7 @@ class Predictor:
         # with a float32 pass, to within BFLOAT16_TOLERANCE with a bfloat16 one.
         prediction = prediction_from(self.labels, self._probabilities([encoded.ids])[0])
         if decimals is not None:
-            prediction = Prediction(
+            prediction = PredictionResult(
                 prediction.label,
                 round(prediction.score, decimals),
                 {label: round(p, decimals) for label, p in prediction.probabilities.items()},
@@ -350,10 +356,10 @@ class Predictor:
         )
 
 
-def prediction_from(labels: Sequence[str], row: list[float]) -> Prediction:
+def prediction_from(labels: Sequence[str], row: list[float]) -> PredictionResult:
     """The label with the highest probability, its score and every label's probability."""
     best = max(range(len(row)), key=row.__getitem__)
-    return Prediction(labels[best], row[best], dict(zip(labels, row, strict=True)))
+    return PredictionResult(labels[best], row[best], dict(zip(labels, row, strict=True)))
 
 
 def _layer_states(
@@ -366,7 +372,7 @@ def _layer_states(
     units: Sequence[int] | None,
     top_k: int | None,
     decimals: int | None,
-) -> LayerStates:
+) -> LayerStateValues:
     """One layer's and direction's trace as lists, for the units asked for."""
     hidden = states.hidden  # (T, H)
     if units is not None:
@@ -385,7 +391,7 @@ def _layer_states(
 
     norm = torch.linalg.vector_norm(hidden, dim=-1)  # (T,)
     saturated = (hidden.abs() > SATURATION_THRESHOLD).to(hidden.dtype).mean(dim=-1)  # (T,)
-    return LayerStates(
+    return LayerStateValues(
         layer=layer,
         direction="backward" if direction else "forward",
         hidden=pick(hidden),

@@ -43,11 +43,10 @@ from app.inference.explain import Baseline, Explainer, Explanation, Replacement
 from app.inference.predictor import (
     EncodedText,
     HiddenStates,
-    Prediction,
+    PredictionResult,
     Predictor,
     TextRejectedError,
 )
-from app.schemas import ModelRef
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.tokenizer import Token
 from training.tokenizer import tokenize as split_tokens
@@ -69,6 +68,15 @@ CALIBRATION_ROWS = 32
 CALIBRATION_STEPS = 32
 
 
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """Which model computed an answer: the checkpoint's name and version (a prefix of its
+    sha256). Every response names it (the API sends it as its `ModelRef`)."""
+
+    name: str
+    version: str
+
+
 @dataclass
 class Runtime:
     """One loaded model and its queues. `app.inference.slot.ModelSlot` builds it at start-up and for
@@ -77,7 +85,7 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     predictor: Predictor
-    batcher: MicroBatcher[list[int], Prediction]
+    batcher: MicroBatcher[list[int], PredictionResult]
     tracer: SerialRunner
     executor: ThreadPoolExecutor | None
     explainer: Explainer
@@ -87,7 +95,7 @@ class Runtime:
     trace_executor: ThreadPoolExecutor | None = None
     # The batcher's long lane: passes too long for the loop (module doc).
     long_executor: ThreadPoolExecutor | None = None
-    model: ModelRef = field(init=False)
+    model: ModelIdentity = field(init=False)
     # Requests that took this runtime and have not finished (counted by the request middleware).
     in_flight: int = field(default=0, init=False)
     # Large requests' tokenizing (module doc); the thread starts with the first such request.
@@ -95,7 +103,7 @@ class Runtime:
     encoder: SerialRunner = field(init=False)
 
     def __post_init__(self) -> None:
-        self.model = ModelRef(name=self.predictor.name, version=self.predictor.version)
+        self.model = ModelIdentity(self.predictor.name, self.predictor.version)
         settings = self.settings
         self.encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self.encoder = SerialRunner(
@@ -125,7 +133,7 @@ class Runtime:
             else None
         )
         long_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-pass")
-        batcher: MicroBatcher[list[int], Prediction] = MicroBatcher(
+        batcher: MicroBatcher[list[int], PredictionResult] = MicroBatcher(
             predictor.predict_ids,
             max_batch_size=settings.max_batch_size,
             queue_size=settings.queue_size,
@@ -199,7 +207,7 @@ class Runtime:
             if executor is not None:
                 executor.shutdown(wait=wait, cancel_futures=True)
 
-    async def predict(self, texts: Sequence[str], *, field: str) -> list[Prediction]:
+    async def predict(self, texts: Sequence[str], *, field: str) -> list[PredictionResult]:
         """Check limits, encode, and predict through the micro-batcher (422/503 as ApiError)."""
         settings = self.settings
         if len(texts) > settings.max_texts:

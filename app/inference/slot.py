@@ -42,8 +42,7 @@ from typing import Any, TypeVar
 
 from app.core.config import Settings
 from app.core.metrics import Metrics
-from app.inference.runtime import Runtime
-from app.schemas import ModelRef
+from app.inference.runtime import ModelIdentity, Runtime
 from app.streaming.service import StreamService
 from training.checkpoint import CheckpointError, load_checkpoint
 
@@ -65,8 +64,8 @@ class Serving:
 @dataclass(frozen=True)
 class ReloadOutcome:
     changed: bool
-    previous: ModelRef
-    current: ModelRef
+    previous: ModelIdentity
+    current: ModelIdentity
     seconds: float
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from app.inference.predictor import Prediction, Predictor, prediction_from
+from app.inference.predictor import PredictionResult, Predictor, prediction_from
 from app.streaming.codec import MAX_STREAM_CHARS, StateCodec, StreamState
 from app.streaming.errors import StreamError, invalid_state, too_much
 from app.streaming.text import final_length, tokens_at
@@ -58,7 +58,7 @@ class StreamUpdate:
     pending: list[Token]
     pending_ids: list[int]
     pending_steps: list[StreamStep]
-    prediction: Prediction | None  # None while the stream holds no token at all
+    prediction: PredictionResult | None  # None while the stream holds no token at all
     final: bool
 
 
@@ -189,6 +189,6 @@ class StreamEngine:
             steps.append((labels[best], dict(zip(labels, row, strict=True))))
         return steps
 
-    def _prediction(self, logits: torch.Tensor) -> Prediction:
+    def _prediction(self, logits: torch.Tensor) -> PredictionResult:
         (row,) = self._probabilities(logits.unsqueeze(0))
         return prediction_from(self.predictor.labels, row)

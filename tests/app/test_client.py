@@ -25,6 +25,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.api.schemas import BatchPredictResponse, PredictResponse
 from app.client import (
     APIConnectionError,
     AsyncSentimentClient,
@@ -40,7 +41,6 @@ from app.client import (
     main,
 )
 from app.main import create_app
-from app.schemas import BatchPredictResponse, PredictResponse
 from tests.app.test_server import free_port
 from tests.app.test_server import uvicorn_server as real_uvicorn_server
 

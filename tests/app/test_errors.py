@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.api.schemas import ErrorResponse
 from app.main import create_app
-from app.schemas import ErrorResponse
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from app.api.routes.explorer import CONTENT_SECURITY_POLICY
+from app.api.schemas import ErrorResponse
 from app.inference.predictor import BFLOAT16_TOLERANCE, SATURATION_THRESHOLD, native_bfloat16
 from app.main import create_app
-from app.schemas import ErrorResponse
 from tests.conftest import CHECKPOINT_KINDS, build_checkpoint
 from training.checkpoint import load_checkpoint, save_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
-from app.schemas import (
+from app.api.schemas import (
     ErrorResponse,
     ExplainRequest,
     HiddenStatesRequest,

@@ -27,11 +27,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.types import ASGIApp, Message
 
+from app.api.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
 from app.core.config import Settings
 from app.http.ratelimit import TokenBucket
 from app.inference.predictor import BFLOAT16_TOLERANCE, Predictor
 from app.main import create_app
-from app.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
 from app.streaming.codec import (
     FORMAT_VERSION,
     MAX_STREAM_CHARS,

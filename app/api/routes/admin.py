@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from app.api.responses import model_ref
+from app.api.schemas.operations import ReloadResponse
 from app.http.errors import ApiError, error_doc, error_responses
 from app.inference.slot import ModelSlot, ReloadError, signal_other_workers
-from app.schemas import ReloadResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -38,8 +39,8 @@ async def reload(request: Request) -> ReloadResponse:
         raise ApiError(409, "reload_failed", str(error)) from None
     return ReloadResponse(
         status="reloaded" if outcome.changed else "unchanged",
-        model=outcome.current,
-        previous=outcome.previous,
+        model=model_ref(outcome.current),
+        previous=model_ref(outcome.previous),
         seconds=round(outcome.seconds, 3),
         other_workers_signalled=signal_other_workers(),
     )

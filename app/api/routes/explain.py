@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
-from app.api.responses import prediction_of, token_infos
-from app.http.errors import InvalidInputError, error_responses
-from app.inference.explain import QUADRATURE
-from app.schemas import (
-    EXPLAIN_EXAMPLES,
-    ExplainRequest,
-    ExplainResponse,
-    IntegratedGradientsResult,
-    OcclusionResult,
+from app.api.responses import (
+    integrated_gradients_of,
+    model_ref,
+    occlusion_of,
+    prediction_of,
+    token_infos,
 )
+from app.api.schemas.examples import EXPLAIN_EXAMPLES
+from app.api.schemas.explain import ExplainRequest, ExplainResponse
+from app.http.errors import InvalidInputError, error_responses
 
 router = APIRouter(tags=["explorer"])
 
@@ -67,32 +67,11 @@ async def explain(
     unk = runtime.predictor.vocab.unk_id
     gradients = result.integrated_gradients
     occluded = result.occlusion
-    prediction = result.prediction
     return ExplainResponse.model_construct(
         tokens=token_infos(encoded.tokens, encoded.ids, unk),
         label=result.label,
-        prediction=prediction_of(prediction),
-        integrated_gradients=(
-            None
-            if gradients is None
-            else IntegratedGradientsResult.model_construct(
-                attributions=gradients.attributions,
-                baseline=gradients.baseline,
-                steps=gradients.steps,
-                quadrature=QUADRATURE,
-                logit=gradients.logit,
-                baseline_logit=gradients.baseline_logit,
-                delta=gradients.delta,
-            )
-        ),
-        occlusion=(
-            None
-            if occluded is None
-            else OcclusionResult.model_construct(
-                replacement=occluded.replacement,
-                attributions=occluded.attributions,
-                probability_changes=occluded.probability_changes,
-            )
-        ),
-        model=runtime.model,
+        prediction=prediction_of(result.prediction),
+        integrated_gradients=None if gradients is None else integrated_gradients_of(gradients),
+        occlusion=None if occluded is None else occlusion_of(occluded),
+        model=model_ref(runtime.model),
     )

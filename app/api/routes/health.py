@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
+from app.api.responses import model_ref
+from app.api.schemas.operations import HealthResponse, ReadyResponse
 from app.http.errors import error_responses
-from app.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -20,4 +21,4 @@ async def healthz() -> HealthResponse:
 @router.get("/readyz", responses=error_responses(503))
 async def readyz(runtime: RuntimeDep) -> ReadyResponse:
     """200 once the model is loaded and warmed up; 503 before that and while shutting down."""
-    return ReadyResponse(model=runtime.model)
+    return ReadyResponse(model=model_ref(runtime.model))

@@ -8,16 +8,11 @@ from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from app.api.deps import InferenceRuntimeDep
-from app.api.responses import prediction_of, token_infos
+from app.api.responses import layer_states_of, model_ref, prediction_of, steps_of, token_infos
+from app.api.schemas.examples import HIDDEN_STATES_EXAMPLES
+from app.api.schemas.hidden_states import HiddenStatesRequest, HiddenStatesResponse
 from app.http.errors import InvalidInputError, error_responses
 from app.inference.predictor import SATURATION_THRESHOLD
-from app.schemas import (
-    HIDDEN_STATES_EXAMPLES,
-    HiddenStatesRequest,
-    HiddenStatesResponse,
-    LayerStates,
-    Step,
-)
 
 router = APIRouter(tags=["inference"])
 
@@ -56,31 +51,15 @@ async def hidden_states(
         top_k=None if body.top_k is None else min(body.top_k, hidden_size),
     )
     unk = runtime.predictor.vocab.unk_id
-    prediction = states.prediction
     response = HiddenStatesResponse.model_construct(
         tokens=token_infos(encoded.tokens, encoded.ids, unk),
-        layers=[
-            LayerStates.model_construct(
-                layer=layer.layer,
-                direction=layer.direction,
-                hidden=layer.hidden,
-                cell=layer.cell,
-                gates=layer.gates,
-                units=layer.units,
-                norm=layer.norm,
-                saturated=layer.saturated,
-            )
-            for layer in states.layers
-        ],
-        steps=[
-            Step.model_construct(label=label, probabilities=probabilities)
-            for label, probabilities in states.steps
-        ],
+        layers=[layer_states_of(layer) for layer in states.layers],
+        steps=steps_of(states.steps),
         steps_note=states.steps_note,
         flips=states.flips,
         saturation_threshold=SATURATION_THRESHOLD,
-        prediction=prediction_of(prediction),
-        model=runtime.model,
+        prediction=prediction_of(states.prediction),
+        model=model_ref(runtime.model),
     )
     content = response.model_dump_json(exclude_none=True).encode()
     limit = runtime.settings.max_response_bytes

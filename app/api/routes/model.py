@@ -7,9 +7,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
+from app.api.schemas.model import (
+    Architecture,
+    InferenceInfo,
+    Limits,
+    ModelCardResponse,
+    VocabularyInfo,
+)
 from app.http.errors import error_responses
 from app.inference.predictor import dtype_name, stream_tolerance
-from app.schemas import Architecture, InferenceInfo, Limits, ModelCardResponse, VocabularyInfo
 
 router = APIRouter(tags=["model"])
 

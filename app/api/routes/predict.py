@@ -7,14 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
-from app.api.responses import prediction_of
+from app.api.responses import model_ref, prediction_of
+from app.api.schemas.examples import PREDICT_EXAMPLES
+from app.api.schemas.predict import BatchPredictResponse, PredictRequest, PredictResponse
 from app.http.errors import error_responses
-from app.schemas import (
-    PREDICT_EXAMPLES,
-    BatchPredictResponse,
-    PredictRequest,
-    PredictResponse,
-)
 
 router = APIRouter(tags=["inference"])
 
@@ -32,10 +28,10 @@ async def predict(
             label=only.label,
             score=only.score,
             probabilities=only.probabilities,
-            model=runtime.model,
+            model=model_ref(runtime.model),
         )
     predictions = await runtime.predict(body.texts or [], field="texts")
     return BatchPredictResponse.model_construct(
         predictions=[prediction_of(p) for p in predictions],
-        model=runtime.model,
+        model=model_ref(runtime.model),
     )

@@ -21,7 +21,10 @@ from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from app.api.deps import InferenceRuntimeDep
-from app.api.responses import prediction_of, token_infos
+from app.api.responses import model_ref, prediction_of, token_infos
+from app.api.schemas.common import Step
+from app.api.schemas.examples import STREAM_EXAMPLES
+from app.api.schemas.stream import StreamRequest, StreamResponse
 from app.core.config import Settings
 from app.core.logging import request_id_var
 from app.http.errors import ApiError, error_body, error_doc, error_responses
@@ -30,12 +33,6 @@ from app.http.security import Gate, header
 from app.inference.batching import DeadlineExceededError, OverloadedError
 from app.inference.runtime import Runtime
 from app.inference.slot import ModelSlot
-from app.schemas import (
-    STREAM_EXAMPLES,
-    Step,
-    StreamRequest,
-    StreamResponse,
-)
 from app.streaming.engine import StreamStep, StreamUpdate
 from app.streaming.errors import StreamError
 from app.streaming.service import StreamService
@@ -323,5 +320,5 @@ def _response(update: StreamUpdate, runtime: Runtime) -> StreamResponse:
         pending_steps=steps(update.pending_steps),
         prediction=(None if prediction is None else prediction_of(prediction)),
         final=update.final,
-        model=runtime.model,
+        model=model_ref(runtime.model),
     )

@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.responses import model_ref
+from app.api.schemas.examples import TOKENIZE_EXAMPLES
+from app.api.schemas.tokenize import TokenizedToken, TokenizeRequest, TokenizeResponse
 from app.http.errors import InvalidInputError, error_responses
-from app.schemas import TOKENIZE_EXAMPLES, TokenizedToken, TokenizeRequest, TokenizeResponse
 
 router = APIRouter(tags=["explorer"])
 
@@ -48,5 +50,5 @@ async def tokenize(
         tokens=tokens,
         count=len(tokens),
         oov_count=sum(token.oov for token in tokens),
-        model=runtime.model,
+        model=model_ref(runtime.model),
     )

@@ -1,0 +1,90 @@
+"""Request and response bodies: the API's contract, as pydantic models.
+
+One module per family of routes (`predict`, `hidden_states`, `tokenize`, `explain`, `stream`,
+`model`, `operations`), what they share in `common`, and the OpenAPI examples in `examples`.
+Class names are the OpenAPI component names clients see, and field names are the wire names:
+fields may be added, never renamed. Limits that depend on settings (characters, tokens, texts
+per request) are checked where the request is served and written into /openapi.json by
+`app.main`, so the schema states the limits the running service enforces.
+
+Only the API layer (`app.api`, and the fast /predict path) and the client use these models;
+the inference code has its own result types, which `app.api.responses` turns into these.
+Everything is re-exported here for callers that use the contract as a whole (the client).
+"""
+
+from app.api.schemas.common import (
+    ErrorBody,
+    ErrorDetail,
+    ErrorResponse,
+    ModelRef,
+    Prediction,
+    Step,
+    Text,
+    TokenInfo,
+)
+from app.api.schemas.examples import (
+    EXPLAIN_EXAMPLES,
+    HIDDEN_STATES_EXAMPLES,
+    PREDICT_EXAMPLES,
+    STREAM_EXAMPLES,
+    TOKENIZE_EXAMPLES,
+)
+from app.api.schemas.explain import (
+    ExplainRequest,
+    ExplainResponse,
+    IntegratedGradientsResult,
+    Method,
+    OcclusionResult,
+)
+from app.api.schemas.hidden_states import HiddenStatesRequest, HiddenStatesResponse, LayerStates
+from app.api.schemas.model import (
+    Architecture,
+    InferenceInfo,
+    Limits,
+    ModelCardResponse,
+    VocabularyInfo,
+)
+from app.api.schemas.operations import HealthResponse, ReadyResponse, ReloadResponse
+from app.api.schemas.predict import BatchPredictResponse, PredictRequest, PredictResponse
+from app.api.schemas.stream import StreamRequest, StreamResponse
+from app.api.schemas.tokenize import TokenizedToken, TokenizeRequest, TokenizeResponse
+
+__all__ = [
+    "EXPLAIN_EXAMPLES",
+    "HIDDEN_STATES_EXAMPLES",
+    "PREDICT_EXAMPLES",
+    "STREAM_EXAMPLES",
+    "TOKENIZE_EXAMPLES",
+    "Architecture",
+    "BatchPredictResponse",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorResponse",
+    "ExplainRequest",
+    "ExplainResponse",
+    "HealthResponse",
+    "HiddenStatesRequest",
+    "HiddenStatesResponse",
+    "InferenceInfo",
+    "IntegratedGradientsResult",
+    "LayerStates",
+    "Limits",
+    "Method",
+    "ModelCardResponse",
+    "ModelRef",
+    "OcclusionResult",
+    "PredictRequest",
+    "PredictResponse",
+    "Prediction",
+    "ReadyResponse",
+    "ReloadResponse",
+    "Step",
+    "StreamRequest",
+    "StreamResponse",
+    "Text",
+    "TokenInfo",
+    "TokenizeRequest",
+    "TokenizeResponse",
+    "TokenizedToken",
+    "VocabularyInfo",
+]

@@ -1,0 +1,47 @@
+"""POST /predict: one text or a batch in, a prediction for each out."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from app.api.schemas import examples
+from app.api.schemas.common import ModelRef, Prediction, Text
+
+
+class PredictRequest(BaseModel):
+    """Exactly one of `text` (one prediction) or `texts` (a batch, answered in order)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": examples.values(examples.PREDICT_EXAMPLES)},
+    )
+
+    text: Text | None = None
+    texts: list[Text] | None = Field(None, min_length=1, description="Texts, answered in order.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        if (self.text is None) == (self.texts is None):
+            raise PydanticCustomError(
+                "text_or_texts", "send exactly one of 'text' (a string) or 'texts' (a list)"
+            )
+        return self
+
+
+class PredictResponse(Prediction):
+    """The prediction for one text."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PREDICT_RESPONSE]})
+
+    model: ModelRef
+
+
+class BatchPredictResponse(BaseModel):
+    """Predictions for a batch, in the order of `texts`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.BATCH_PREDICT_RESPONSE]})
+
+    predictions: list[Prediction]
+    model: ModelRef
