@@ -4,6 +4,7 @@
 
 `code` is stable and machine-readable; `message` is a short sentence for people; `details`
 lists field-level problems (422) and is empty otherwise. No traceback ever reaches a client.
+How the routes document these errors in /openapi.json is the API layer's part (`app.api.errors`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.api.schemas.common import ErrorResponse
 from app.core.logging import request_id_var
 
 ERROR_CODES: dict[int, str] = {
@@ -33,7 +33,7 @@ ERROR_CODES: dict[int, str] = {
     500: "internal_error",
     503: "unavailable",
 }
-_DEFAULT_MESSAGES: dict[int, str] = {
+DEFAULT_MESSAGES: dict[int, str] = {
     400: "The request body is not valid JSON.",
     401: "A valid API key is required: send 'Authorization: Bearer <key>'.",
     404: "No such resource.",
@@ -102,18 +102,27 @@ class BodyTimeout(StarletteHTTPException):
         super().__init__(408, detail)
 
 
+def error_shape(
+    code: str, message: str, details: Sequence[Mapping[str, Any]], request_id: str | None
+) -> dict[str, Any]:
+    """The common error shape: every error body, and every error example in /openapi.json."""
+    return {
+        "error": {"code": code, "message": message, "details": list(details)},
+        "request_id": request_id,
+    }
+
+
 def error_body(
     code: str,
     message: str,
     details: Sequence[Mapping[str, Any]] = (),
     request_id: str | None = None,
 ) -> bytes:
-    """The common error shape, serialised."""
+    """The common error shape, serialised; `request_id` defaults to the current request's."""
     return orjson.dumps(
-        {
-            "error": {"code": code, "message": message, "details": list(details)},
-            "request_id": request_id if request_id is not None else request_id_var.get(),
-        }
+        error_shape(
+            code, message, details, request_id if request_id is not None else request_id_var.get()
+        )
     )
 
 
@@ -160,7 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
         if any(detail["type"] == "json_invalid" for detail in details):
-            return error_response(400, "malformed_json", _DEFAULT_MESSAGES[400], details)
+            return error_response(400, "malformed_json", DEFAULT_MESSAGES[400], details)
         return error_response(422, "validation_error", _summarise(details), details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -171,66 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             # FastAPI's and Starlette's own details ("Not Found", "There was an error parsing
             # the body") are replaced by messages written for this API's clients.
-            message = _DEFAULT_MESSAGES.get(status, "HTTP error.")
+            message = DEFAULT_MESSAGES.get(status, "HTTP error.")
         return error_response(
             status, ERROR_CODES.get(status, "http_error"), message, headers=exc.headers
         )
-
-
-# OpenAPI: an example for every error a route can return.
-_EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]]]] = {
-    400: ("malformed_json", _DEFAULT_MESSAGES[400], []),
-    401: ("unauthorized", _DEFAULT_MESSAGES[401], []),
-    413: ("body_too_large", "The request body exceeds the limit of 1048576 bytes.", []),
-    415: ("unsupported_media_type", _DEFAULT_MESSAGES[415], []),
-    422: (
-        "validation_error",
-        "body.text: text must contain at least one non-whitespace character",
-        [
-            {
-                "loc": ["body", "text"],
-                "msg": "text must contain at least one non-whitespace character",
-                "type": "empty_text",
-            }
-        ],
-    ),
-    503: ("overloaded", "Too many requests are waiting for the model; retry later.", []),
-}
-_DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed JSON",
-    401: "Missing or wrong API key (only when the service has API keys)",
-    413: "Body larger than APP_MAX_BODY_BYTES",
-    415: "Body is not JSON",
-    422: "Invalid input or a limit exceeded",
-    503: "Not ready, overloaded or past the request deadline (see Retry-After)",
-}
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: the error model with an example for each status."""
-    responses: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        code, message, details = _EXAMPLES[status]
-        responses.update(error_doc(status, _DESCRIPTIONS[status], code, message, details))
-    return responses
-
-
-def error_doc(
-    status: int,
-    description: str,
-    code: str,
-    message: str,
-    details: list[dict[str, Any]] | None = None,
-) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entry for one error a route documents itself, with its example."""
-    example = {
-        "error": {"code": code, "message": message, "details": details or []},
-        "request_id": "4c1d7f0e9a2b4f6c",
-    }
-    return {
-        status: {
-            "model": ErrorResponse,
-            "description": description,
-            "content": {"application/json": {"example": example}},
-        }
-    }

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from app.api.errors import error_doc, error_responses
 from app.api.responses import model_ref
 from app.api.schemas.operations import ReloadResponse
-from app.http.errors import ApiError, error_doc, error_responses
+from app.http.errors import ApiError
 from app.inference.slot import ModelSlot, ReloadError, signal_other_workers
 
 router = APIRouter(tags=["operations"])

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.errors import error_responses
 from app.api.responses import (
     integrated_gradients_of,
     model_ref,
@@ -16,7 +17,7 @@ from app.api.responses import (
 )
 from app.api.schemas.examples import EXPLAIN_EXAMPLES
 from app.api.schemas.explain import ExplainRequest, ExplainResponse
-from app.http.errors import InvalidInputError, error_responses
+from app.http.errors import InvalidInputError
 
 router = APIRouter(tags=["explorer"])
 

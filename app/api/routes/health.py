@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
+from app.api.errors import error_responses
 from app.api.responses import model_ref
 from app.api.schemas.operations import HealthResponse, ReadyResponse
-from app.http.errors import error_responses
 
 router = APIRouter(tags=["operations"])
 

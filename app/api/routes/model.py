@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
+from app.api.errors import error_responses
 from app.api.schemas.model import (
     Architecture,
     InferenceInfo,
@@ -14,7 +15,6 @@ from app.api.schemas.model import (
     ModelCardResponse,
     VocabularyInfo,
 )
-from app.http.errors import error_responses
 from app.inference.predictor import dtype_name, stream_tolerance
 
 router = APIRouter(tags=["model"])

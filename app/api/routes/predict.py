@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.errors import error_responses
 from app.api.responses import model_ref, prediction_of
 from app.api.schemas.examples import PREDICT_EXAMPLES
 from app.api.schemas.predict import BatchPredictResponse, PredictRequest, PredictResponse
-from app.http.errors import error_responses
 
 router = APIRouter(tags=["inference"])
 

@@ -21,13 +21,14 @@ from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.errors import error_doc, error_responses
 from app.api.responses import model_ref, prediction_of, token_infos
 from app.api.schemas.common import Step
 from app.api.schemas.examples import STREAM_EXAMPLES
 from app.api.schemas.stream import StreamRequest, StreamResponse
 from app.core.config import Settings
 from app.core.logging import request_id_var
-from app.http.errors import ApiError, error_body, error_doc, error_responses
+from app.http.errors import ApiError, error_body
 from app.http.ratelimit import TokenBucket
 from app.http.security import Gate, header
 from app.inference.batching import DeadlineExceededError, OverloadedError

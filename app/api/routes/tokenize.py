@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.deps import InferenceRuntimeDep
+from app.api.errors import error_responses
 from app.api.responses import model_ref
 from app.api.schemas.examples import TOKENIZE_EXAMPLES
 from app.api.schemas.tokenize import TokenizedToken, TokenizeRequest, TokenizeResponse
-from app.http.errors import InvalidInputError, error_responses
+from app.http.errors import InvalidInputError
 
 router = APIRouter(tags=["explorer"])
 
