@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
@@ -51,6 +50,7 @@ from app.http.middleware import RequestMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
 from app.inference.slot import ModelSlot
+from app.openapi import openapi_with_limits
 from app.streaming.codec import stream_secret
 from app.streaming.websocket import Connections
 
@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def home() -> RedirectResponse:
             return RedirectResponse("/docs" if settings.docs else "/readyz")
 
-    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
+    app.openapi = openapi_with_limits(app, settings)  # type: ignore[method-assign]
 
     if settings.cors_origins:
         app.add_middleware(
@@ -229,48 +229,6 @@ def _reload_on_sighup(slot: ModelSlot) -> bool:
     except (NotImplementedError, RuntimeError):  # no signals on this platform or loop
         return False
     return True
-
-
-def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
-    """The generated schema, with the limits this instance enforces written into it."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
-            components = schema.get("components", {}).get("schemas", {})
-            predict_request = components.get("PredictRequest", {}).get("properties", {})
-            hidden_request = components.get("HiddenStatesRequest", {}).get("properties", {})
-            explain_request = components.get("ExplainRequest", {}).get("properties", {})
-            tokenize_request = components.get("TokenizeRequest", {}).get("properties", {})
-            text_limits = {"maxLength": settings.max_text_chars}
-            for prop in (
-                predict_request.get("text"),
-                hidden_request.get("text"),
-                explain_request.get("text"),
-                tokenize_request.get("text"),
-            ):
-                for option in (prop or {}).get("anyOf", [prop or {}]):
-                    if option.get("type") == "string":
-                        option.update(text_limits)
-            for option in predict_request.get("texts", {}).get("anyOf", []):
-                if option.get("type") == "array":
-                    option["maxItems"] = settings.max_texts
-                    option.get("items", {}).update(text_limits)
-            for option in explain_request.get("steps", {}).get("anyOf", []):
-                if option.get("type") == "integer":
-                    option["maximum"] = settings.max_ig_steps
-            stream_request = components.get("StreamRequest", {}).get("properties", {})
-            if "text" in stream_request:
-                stream_request["text"]["maxLength"] = settings.stream_max_chunk_chars
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return openapi
 
 
 app = create_app()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.openapi.utils import get_openapi
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
@@ -16,6 +19,9 @@ from app.api.schemas import (
     PredictRequest,
     TokenizeRequest,
 )
+from app.api.schemas.bounds import MARKER
+from app.main import create_app
+from app.openapi import resolve_limits
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +115,51 @@ async def test_security_scheme_only_with_api_keys(serve: Any, schema: dict[str, 
     assert secured["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     assert secured["paths"]["/predict"]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in secured["paths"]["/healthz"]["get"]
+
+
+def _markers(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Every limit marker in a document, with the path to the schema that carries it."""
+    if isinstance(node, dict):
+        if MARKER in node:
+            yield path, node[MARKER]
+        for key, value in node.items():
+            yield from _markers(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _markers(value, (*path, index))
+
+
+def _at(document: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        document = document[key]
+    return document
+
+
+async def test_every_limit_marker_is_resolved_to_its_setting(make_settings: Any) -> None:
+    settings = make_settings(
+        "rnn", max_text_chars=300, max_texts=7, max_ig_steps=9, stream_max_chunk_chars=77
+    )
+    app = create_app(settings)
+    # The document as FastAPI generates it, before the markers are resolved.
+    declared = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    markers = list(_markers(declared))
+    named = {name for _, bounds in markers for name in bounds.values()}
+    assert named == {"max_text_chars", "max_texts", "max_ig_steps", "stream_max_chunk_chars"}
+    served = app.openapi()
+    assert app.openapi() is served  # resolved once, then cached
+    assert list(_markers(served)) == []
+    for path, bounds in markers:
+        schema = _at(served, path)
+        for keyword, name in bounds.items():
+            assert schema[keyword] == getattr(settings, name), (path, keyword)
+
+
+async def test_no_limit_marker_reaches_a_client(schema: dict[str, Any]) -> None:
+    assert MARKER not in json.dumps(schema)
+
+
+async def test_a_marker_naming_no_numeric_setting_is_an_error(make_settings: Any) -> None:
+    for name in ("no_such_setting", "model_dir"):
+        document = {"properties": {"text": {MARKER: {"maxLength": name}}}}
+        with pytest.raises(ValueError, match=name):
+            resolve_limits(document, make_settings("rnn"))

@@ -3,9 +3,9 @@
 One module per family of routes (`predict`, `hidden_states`, `tokenize`, `explain`, `stream`,
 `model`, `operations`), what they share in `common`, and the OpenAPI examples in `examples`.
 Class names are the OpenAPI component names clients see, and field names are the wire names:
-fields may be added, never renamed. Limits that depend on settings (characters, tokens, texts
-per request) are checked where the request is served and written into /openapi.json by
-`app.main`, so the schema states the limits the running service enforces.
+fields may be added, never renamed. Limits that depend on settings (characters, texts per
+request, ...) are declared on their fields (`app.api.schemas.bounds`), checked where the request
+is served, and written into /openapi.json from the running instance's settings (`app.openapi`).
 
 Only the API layer (`app.api`, and the fast /predict path) and the client use these models;
 the inference code has its own result types, which `app.api.responses` turns into these.

@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
+from app.api.schemas.bounds import settings_bound
+
 
 def _readable_text(value: str) -> str:
     if not value or value.isspace():
@@ -23,10 +25,14 @@ def _readable_text(value: str) -> str:
     return value
 
 
+# Its character limit is a setting (see app.api.schemas.bounds).
 Text = Annotated[
     str,
     AfterValidator(_readable_text),
-    Field(description="Text to classify: any Unicode, at least one non-whitespace character."),
+    Field(
+        description="Text to classify: any Unicode, at least one non-whitespace character.",
+        json_schema_extra=settings_bound(maxLength="max_text_chars"),
+    ),
 ]
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
+from app.api.schemas.bounds import settings_bound
 from app.api.schemas.common import ModelRef, Prediction, Text, TokenInfo
 
 Method = Literal["integrated_gradients", "occlusion"]
+# At most APP_MAX_IG_STEPS (see app.api.schemas.bounds).
+Steps = Annotated[int, Field(ge=1, json_schema_extra=settings_bound(maximum="max_ig_steps"))]
 
 
 class ExplainRequest(BaseModel):
@@ -29,9 +32,8 @@ class ExplainRequest(BaseModel):
     methods: list[Method] = Field(
         ["integrated_gradients", "occlusion"], min_length=1, max_length=2, description="Methods."
     )
-    steps: int | None = Field(
+    steps: Steps | None = Field(
         None,
-        ge=1,
         description=(
             "Integrated gradients: quadrature nodes on the path (cost grows with them); "
             "default 50, or APP_MAX_IG_STEPS when that is lower."

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
+from app.api.schemas.bounds import settings_bound
 from app.api.schemas.common import ModelRef, Prediction, Text
+
+# At most APP_MAX_TEXTS of them (see app.api.schemas.bounds).
+Texts = Annotated[
+    list[Text], Field(min_length=1, json_schema_extra=settings_bound(maxItems="max_texts"))
+]
 
 
 class PredictRequest(BaseModel):
@@ -19,7 +27,7 @@ class PredictRequest(BaseModel):
     )
 
     text: Text | None = None
-    texts: list[Text] | None = Field(None, min_length=1, description="Texts, answered in order.")
+    texts: Texts | None = Field(None, description="Texts, answered in order.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
+from app.api.schemas.bounds import settings_bound
 from app.api.schemas.common import ModelRef, Prediction, Step, TokenInfo
 
 
@@ -37,6 +38,7 @@ class StreamRequest(BaseModel):
             "The next piece of the text, cut anywhere between code points (mid-word too); "
             "may be empty or whitespace."
         ),
+        json_schema_extra=settings_bound(maxLength="stream_max_chunk_chars"),
     )
     state: str | None = Field(
         None,
