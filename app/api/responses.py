@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
+
 from app.api.schemas.common import ModelRef, Prediction, Step, TokenInfo
 from app.api.schemas.explain import IntegratedGradientsResult, OcclusionResult
 from app.api.schemas.hidden_states import LayerStates
@@ -74,4 +76,37 @@ def occlusion_of(result: Occlusion) -> OcclusionResult:
         replacement=result.replacement,
         attributions=result.attributions,
         probability_changes=result.probability_changes,
+    )
+
+
+def predict_body(
+    predictions: Sequence[PredictionResult], model: ModelIdentity, *, batch: bool
+) -> bytes:
+    """POST /predict's answer as JSON: a `PredictResponse` for one text, a
+    `BatchPredictResponse` for `texts` (`batch`).
+
+    The route and the fast path (`app.http.fast_path`) both send these bytes, so their answers
+    cannot drift apart. Built from plain dicts with orjson, without a pydantic model: this is
+    the fast path's per-request work. tests/app/test_openapi.py checks the result against the
+    two models.
+    """
+    ref = {"name": model.name, "version": model.version}
+    if batch:
+        return orjson.dumps(
+            {
+                "predictions": [
+                    {"label": p.label, "score": p.score, "probabilities": p.probabilities}
+                    for p in predictions
+                ],
+                "model": ref,
+            }
+        )
+    (only,) = predictions
+    return orjson.dumps(
+        {
+            "label": only.label,
+            "score": only.score,
+            "probabilities": only.probabilities,
+            "model": ref,
+        }
     )

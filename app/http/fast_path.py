@@ -8,7 +8,7 @@ that makes up nearly all the traffic (a valid JSON body, from an authorised clie
 model is ready) this module does only what the answer needs: read the body, validate it with
 the same `PredictRequest` model straight from JSON bytes, check the caller with the same
 `Gate` as the routes (`app.http.security`: key, then rate limit), predict through the same
-`Runtime.predict`, and write the JSON with orjson.
+`Runtime.predict`, and write the body the route writes too (`app.api.responses.predict_body`).
 
 Anything it is not sure about goes to FastAPI unchanged, with the body replayed: a body that
 does not validate, a content type that is not JSON, a caller without a valid key, a CORS
@@ -22,12 +22,11 @@ same `error_response` as FastAPI's exception handler uses. The request middlewar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.responses import predict_body
 from app.api.schemas.predict import PredictRequest
 from app.http.errors import ApiError, error_response
 from app.http.security import Gate, is_json
@@ -70,29 +69,16 @@ class PredictFastPath:
         try:
             self._gate.admit(caller)
             if request.text is not None:
-                (only,) = await runtime.predict([request.text], field="text")
-                answer: dict[str, Any] = {
-                    "label": only.label,
-                    "score": only.score,
-                    "probabilities": only.probabilities,
-                    "model": {"name": runtime.model.name, "version": runtime.model.version},
-                }
+                predictions = await runtime.predict([request.text], field="text")
             else:
                 predictions = await runtime.predict(request.texts or [], field="texts")
-                answer = {
-                    "predictions": [
-                        {"label": p.label, "score": p.score, "probabilities": p.probabilities}
-                        for p in predictions
-                    ],
-                    "model": {"name": runtime.model.name, "version": runtime.model.version},
-                }
         except ApiError as error:
             response = error_response(
                 error.status_code, error.code, error.message, error.details, error.headers
             )
             await response(scope, receive, send)
             return None
-        body = orjson.dumps(answer)
+        body = predict_body(predictions, runtime.model, batch=request.text is None)
         await send(
             {
                 "type": "http.response.start",

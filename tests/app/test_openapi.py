@@ -13,10 +13,12 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel
 
 from app.api.schemas import (
+    BatchPredictResponse,
     ErrorResponse,
     ExplainRequest,
     HiddenStatesRequest,
     PredictRequest,
+    PredictResponse,
     TokenizeRequest,
 )
 from app.api.schemas.bounds import MARKER
@@ -163,3 +165,21 @@ async def test_a_marker_naming_no_numeric_setting_is_an_error(make_settings: Any
         document = {"properties": {"text": {MARKER: {"maxLength": name}}}}
         with pytest.raises(ValueError, match=name):
             resolve_limits(document, make_settings("rnn"))
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "route"])
+async def test_predict_answers_are_exactly_the_documented_models(
+    serve: Any, fast_path: bool
+) -> None:
+    async with serve("lstm", fast_path=fast_path) as client:
+        schema = (await client.get("/openapi.json")).json()
+        one = (await client.post("/predict", json={"text": "I love this film"})).json()
+        batch = (await client.post("/predict", json={"texts": ["great", "awful"]})).json()
+    answer = schema["paths"]["/predict"]["post"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["anyOf"] == [
+        {"$ref": "#/components/schemas/PredictResponse"},
+        {"$ref": "#/components/schemas/BatchPredictResponse"},
+    ]
+    # Every documented field, and nothing else.
+    assert PredictResponse.model_validate(one).model_dump() == one
+    assert BatchPredictResponse.model_validate(batch).model_dump() == batch

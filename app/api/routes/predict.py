@@ -5,33 +5,33 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body
+from fastapi.responses import Response
 
 from app.api.deps import InferenceRuntimeDep
 from app.api.errors import error_responses
-from app.api.responses import model_ref, prediction_of
+from app.api.responses import predict_body
 from app.api.schemas.examples import PREDICT_EXAMPLES
 from app.api.schemas.predict import BatchPredictResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/predict", responses=error_responses(400, 401, 413, 415, 422, 503))
+@router.post(
+    "/predict",
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+    # Documents the answer; `predict_body` builds it, for this route and the fast path alike.
+    response_model=PredictResponse | BatchPredictResponse,
+)
 async def predict(
     body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],
     runtime: InferenceRuntimeDep,
-) -> PredictResponse | BatchPredictResponse:
+) -> Response:
     """Predict the sentiment of one text (`text`) or of a batch (`texts`)."""
     if body.text is not None:
-        (only,) = await runtime.predict([body.text], field="text")
-        # Built without re-validation: the values come straight from the model.
-        return PredictResponse.model_construct(
-            label=only.label,
-            score=only.score,
-            probabilities=only.probabilities,
-            model=model_ref(runtime.model),
-        )
-    predictions = await runtime.predict(body.texts or [], field="texts")
-    return BatchPredictResponse.model_construct(
-        predictions=[prediction_of(p) for p in predictions],
-        model=model_ref(runtime.model),
+        predictions = await runtime.predict([body.text], field="text")
+    else:
+        predictions = await runtime.predict(body.texts or [], field="texts")
+    return Response(
+        predict_body(predictions, runtime.model, batch=body.text is None),
+        media_type="application/json",
     )
