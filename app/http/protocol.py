@@ -14,8 +14,13 @@ status line and headers as soon as the app sends `http.response.start`, and the 
 second write: two system calls and often two TCP segments per response, where almost every
 answer of this API fits in one. Here the head waits for the first body write of the same
 event-loop turn and goes out with it (or on its own at the end of the turn, when no body
-follows). Measured with `bench/run.py`, side by side: /predict 6-10% more requests per second
-at 64 connections and a slightly lower p50 at 1 (README, Performance).
+follows); kept because it measurably raises /predict throughput (`bench/ab.py` compares).
+
+Both rely on uvicorn's internals, not its public API: the protocol's `cycle`, `scope`,
+`transport` and `loop` attributes, the parser callbacks overridden below, and a request
+cycle's `transport` attribute, replaced with `_HeadWithBody` before the cycle first writes.
+uvicorn is pinned to one minor version for that, and tests/app/test_protocol.py fails, naming
+what changed, when any of them is missing or different.
 """
 
 from __future__ import annotations
@@ -81,7 +86,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
 class _HeadWithBody:
     """The transport as one response sees it: its head is held back until the first body
-    write of the same event-loop turn, and both go out in one `write`."""
+    write of the same event-loop turn, and both go out in one `write`. It has what a request
+    cycle calls on its transport: `write`, `close` and `is_closing`."""
 
     __slots__ = ("_head", "_loop", "_transport")
 

@@ -1,19 +1,26 @@
 """app.http.protocol: a response's head goes out with its body, in one write, and HTTP still works.
 
 The holding-back transport in isolation first, then a real `python -m app` over raw sockets:
-keep-alive, HEAD (a head with no body to ride on), `Expect: 100-continue`.
+keep-alive, HEAD (a head with no body to ride on), `Expect: 100-continue`. Last, the uvicorn
+internals the protocol subclass relies on, each checked by name and by driving a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from packaging.requirements import Requirement
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from app.http import middleware
@@ -221,3 +228,177 @@ async def test_the_body_guard_arms_a_timer_only_for_a_body_still_on_its_way(
     assert armed == []
     await middleware._BodyGuard(receive, 100, 5.0, None, {})()  # another server: no mark
     assert armed == [5.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# uvicorn's internals the protocol relies on: each check names what changed when it fails
+#
+# HeaderTimeoutProtocol subclasses uvicorn's HttpToolsProtocol and works with attributes and
+# callbacks that are not uvicorn's public API; pyproject.toml pins uvicorn to the minor version
+# checked here. Before moving the pin, run these against the new version.
+
+PROTOCOL_ATTRIBUTES = ("loop", "transport", "scope", "cycle")  # read or replaced by the subclass
+OVERRIDDEN = (
+    "connection_made",
+    "connection_lost",
+    "on_message_begin",
+    "on_headers_complete",
+    "on_message_complete",
+)
+CYCLE_TRANSPORT_CALLS = {"write", "close", "is_closing"}  # what _HeadWithBody offers
+
+
+def uvicorn_changed(what: str) -> str:
+    return (
+        f"uvicorn {uvicorn.__version__} changed an internal that app.http.protocol relies on: "
+        f"{what}. Adapt HeaderTimeoutProtocol / _HeadWithBody to it (or keep the pin in "
+        "pyproject.toml) before upgrading."
+    )
+
+
+def make_protocol(app: Any, protocol_class: type[HttpToolsProtocol]) -> HttpToolsProtocol:
+    return protocol_class(
+        Config(app, lifespan="off"), ServerState(), {}, asyncio.get_running_loop()
+    )
+
+
+async def answer_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def turns(count: int = 3) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_installed_uvicorn_is_the_pinned_minor_version() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (pin,) = [
+        Requirement(line)
+        for line in pyproject["project"]["dependencies"]
+        if Requirement(line).name == "uvicorn"
+    ]
+    assert pin.specifier.contains(uvicorn.__version__), (
+        f"uvicorn {uvicorn.__version__} is installed, pyproject.toml pins {pin}: the checks "
+        "below were written against the pinned version"
+    )
+
+
+@pytest.mark.parametrize("name", OVERRIDDEN)
+def test_the_overridden_methods_are_uvicorns_with_the_same_parameters(name: str) -> None:
+    assert name in vars(HttpToolsProtocol), uvicorn_changed(
+        f"HttpToolsProtocol no longer defines {name}(), which HeaderTimeoutProtocol overrides"
+    )
+    theirs = list(inspect.signature(getattr(HttpToolsProtocol, name)).parameters)
+    ours = list(inspect.signature(getattr(HeaderTimeoutProtocol, name)).parameters)
+    assert theirs == ours, uvicorn_changed(
+        f"HttpToolsProtocol.{name} now takes ({', '.join(theirs)}), "
+        f"HeaderTimeoutProtocol's override ({', '.join(ours)})"
+    )
+
+
+@pytest.mark.anyio
+async def test_the_protocol_keeps_its_state_in_the_attributes_the_subclass_uses() -> None:
+    protocol = make_protocol(answer_ok, HttpToolsProtocol)
+    for name in PROTOCOL_ATTRIBUTES:
+        assert hasattr(protocol, name), uvicorn_changed(
+            f"HttpToolsProtocol.__init__ no longer sets `{name}`"
+        )
+    assert protocol.loop is asyncio.get_running_loop(), uvicorn_changed(
+        "HttpToolsProtocol's `loop` is not the event loop it was given"
+    )
+    assert vars(protocol)["cycle"] is None, uvicorn_changed(
+        "a new connection's `cycle` is not None"
+    )
+
+    recorded = FakeSocketTransport()
+    transport: Any = recorded
+    protocol.connection_made(transport)
+    assert protocol.transport is transport, uvicorn_changed(
+        "connection_made() no longer keeps the transport in `transport`"
+    )
+
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    cycle = protocol.cycle
+    assert isinstance(cycle, RequestResponseCycle), uvicorn_changed(
+        f"on_headers_complete() leaves {type(cycle).__name__} in `cycle`, "
+        "not a RequestResponseCycle"
+    )
+    assert "transport" in vars(cycle), uvicorn_changed(
+        "a RequestResponseCycle no longer keeps its transport in a `transport` attribute"
+    )
+    assert cycle.transport is transport, uvicorn_changed(
+        "a RequestResponseCycle does not write through the protocol's transport"
+    )
+    assert cycle.scope is protocol.scope, uvicorn_changed(
+        "the request's scope is not the protocol's `scope` (BODY_RECEIVED would not reach the app)"
+    )
+    assert recorded.writes == [], uvicorn_changed(
+        "the request's task wrote before on_headers_complete() returned, before the "
+        "subclass can replace the cycle's transport"
+    )
+    await turns()
+    assert recorded.writes, "the request was never answered"
+    protocol.connection_lost(None)
+
+
+def test_a_cycle_calls_only_what_the_held_back_transport_offers() -> None:
+    called = set(re.findall(r"self\.transport\.(\w+)", inspect.getsource(RequestResponseCycle)))
+    assert called <= CYCLE_TRANSPORT_CALLS, uvicorn_changed(
+        f"RequestResponseCycle now calls {sorted(called - CYCLE_TRANSPORT_CALLS)} on its "
+        "transport, which _HeadWithBody does not have"
+    )
+    assert set(dir(_HeadWithBody)) >= CYCLE_TRANSPORT_CALLS
+
+
+@pytest.mark.anyio
+async def test_a_response_goes_out_in_one_write_through_the_replaced_transport() -> None:
+    protocol = make_protocol(answer_ok, HeaderTimeoutProtocol)
+    transport = FakeSocketTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(protocol.cycle.transport, _HeadWithBody), uvicorn_changed(
+        "the cycle's transport could not be replaced in on_headers_complete()"
+    )
+    await turns()
+    assert len(transport.writes) == 1, uvicorn_changed(
+        f"the response went out in {len(transport.writes)} writes, not one: the cycle no "
+        "longer writes through the transport the protocol gives it"
+    )
+    (written,) = transport.writes
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert written.endswith(b"\r\n\r\nok")
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_the_header_deadline_starts_with_a_request_and_stops_at_its_headers() -> None:
+    protocol = make_protocol(answer_ok, HeaderTimeoutProtocol)
+    assert isinstance(protocol, HeaderTimeoutProtocol)
+    protocol.header_timeout_s = 0.05
+    slow, prompt = FakeSocketTransport(), FakeSocketTransport()
+    protocol.connection_made(slow)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost:")  # on_message_begin: the clock runs
+    await asyncio.sleep(0.2)
+    assert slow.closed, uvicorn_changed("a request whose head never ends was not closed")
+    protocol.connection_lost(None)
+
+    protocol = make_protocol(answer_ok, HeaderTimeoutProtocol)
+    assert isinstance(protocol, HeaderTimeoutProtocol)
+    protocol.header_timeout_s = 0.05
+    protocol.connection_made(prompt)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert protocol._header_timer is None, uvicorn_changed(
+        "on_headers_complete() was not called when a request's head ended"
+    )
+    await asyncio.sleep(0.2)
+    assert not prompt.closed
+    assert prompt.writes
+    protocol.connection_lost(None)
