@@ -33,14 +33,10 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 from pydantic import ValidationError  # noqa: E402 - after the signal disposition above
 from pydantic_settings import BaseSettings  # noqa: E402
 
-from app.core.config import ServerSettings, Settings  # noqa: E402
+from app.core.config import MULTIPROC_ENV, ServerSettings, Settings  # noqa: E402
 from app.core.logging import configure_logging  # noqa: E402
 
 APP = "app.main:app"
-# prometheus_client's variable (see app.core.metrics). It must be set before prometheus_client is
-# first imported, which picks its multi-process mode then; so app.http.server, which imports it
-# (and the app, preloaded before the workers fork), is imported only after.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PROG = "rnn-sentiment"
 # Exit status for settings that fail validation (the usual one for a usage error): nothing has
 # been loaded or started yet, so a supervisor restarting the process cannot help.
@@ -85,6 +81,9 @@ def main() -> int:
     # requests' answers prompt (it changes nothing while the loop runs alone).
     sys.setswitchinterval(0.001)
     own_dir, arbiter_pid = None, os.getpid()
+    # MULTIPROC_ENV must be set before prometheus_client is first imported, which picks its
+    # multi-process mode then; so app.http.server, which imports it (and the app, preloaded
+    # before the workers fork), is imported only after.
     if server.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # Several workers: prometheus_client keeps each one's values in files in this
         # directory, and /metrics adds them up.

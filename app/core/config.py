@@ -306,6 +306,12 @@ class ServerSettings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
 
 
+# prometheus_client's own variable: the directory where each worker process keeps its metrics
+# (app.core.metrics). Named here, away from prometheus_client, because it must be set before
+# prometheus_client is first imported, which picks its multi-process mode then (app.__main__).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process's settings, read from the environment once."""

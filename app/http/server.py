@@ -36,7 +36,7 @@ from uvicorn_worker import UvicornWorker
 
 from app.core.config import ServerSettings, Settings, get_settings
 from app.core.logging import configure_logging
-from app.core.metrics import MULTIPROC_ENV
+from app.core.metrics import multiprocess_mode
 from app.inference.slot import ARBITER_PID_ENV
 
 # The same for the single-process server and for every gunicorn worker.
@@ -153,7 +153,7 @@ class _RootLogger(GunicornLogger):  # type: ignore[misc]
 
 def _child_exit(arbiter: Arbiter, worker: Any) -> None:
     """Drop a dead worker's live gauges from the shared metrics (a clean exit did it already)."""
-    if os.environ.get(MULTIPROC_ENV):
+    if multiprocess_mode():
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
