@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
-from app.http.errors import ApiError, UnavailableError
+from app.core.errors import ApiError, UnavailableError
 from app.http.security import Gate, is_json
 from app.inference.runtime import Runtime
 

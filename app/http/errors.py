@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.core.errors import ApiError, summarise
 from app.core.logging import request_id_var
 
 ERROR_CODES: dict[int, str] = {
@@ -46,40 +47,6 @@ DEFAULT_MESSAGES: dict[int, str] = {
     500: "Internal server error.",
     503: "The service is unavailable; retry later.",
 }
-
-
-class ApiError(Exception):
-    """An error a route reports to its client; rendered as the common error shape."""
-
-    def __init__(
-        self,
-        status_code: int,
-        code: str,
-        message: str,
-        *,
-        details: Sequence[Mapping[str, Any]] = (),
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-        self.message = message
-        self.details = list(details)
-        self.headers = dict(headers or {})
-
-
-class InvalidInputError(ApiError):
-    """422 for input that is well-formed but breaks a limit or cannot be read."""
-
-    def __init__(self, details: Sequence[Mapping[str, Any]]) -> None:
-        super().__init__(422, "validation_error", _summarise(details), details=details)
-
-
-class UnavailableError(ApiError):
-    """503 with Retry-After: not ready, overloaded or past the request's deadline."""
-
-    def __init__(self, code: str, message: str, retry_after_s: int) -> None:
-        super().__init__(503, code, message, headers={"Retry-After": str(retry_after_s)})
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -141,15 +108,6 @@ def error_response(
     )
 
 
-def _summarise(details: Sequence[Mapping[str, Any]]) -> str:
-    parts = []
-    for detail in details[:3]:
-        loc = ".".join(str(part) for part in detail.get("loc", ()))
-        parts.append(f"{loc}: {detail.get('msg', '')}" if loc else str(detail.get("msg", "")))
-    more = len(details) - 3
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # The offending input is left out on purpose: it can be large, or private.
     return [
@@ -170,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
         details = _validation_details(exc)
         if any(detail["type"] == "json_invalid" for detail in details):
             return error_response(400, "malformed_json", DEFAULT_MESSAGES[400], details)
-        return error_response(422, "validation_error", _summarise(details), details)
+        return error_response(422, "validation_error", summarise(details), details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -28,7 +28,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.responses import predict_body
 from app.api.schemas.predict import PredictRequest
-from app.http.errors import ApiError, error_response
+from app.core.errors import ApiError
+from app.http.errors import error_response
 from app.http.security import Gate, is_json
 from app.inference.runtime import Runtime
 

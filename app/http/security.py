@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from app.http.errors import ApiError
+from app.core.errors import ApiError
 from app.http.ratelimit import RateLimiter
 
 

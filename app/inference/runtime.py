@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 import torch
 
 from app.core.config import Settings
+from app.core.errors import InvalidInputError, UnavailableError
 from app.core.metrics import Metrics
-from app.http.errors import InvalidInputError, UnavailableError
 from app.inference.batching import (
     DeadlineExceededError,
     MicroBatcher,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from app.core.errors import InvalidInputError, UnavailableError
 from app.core.metrics import Metrics
-from app.http.errors import InvalidInputError, UnavailableError
 from app.inference import runtime as runtime_module
 from app.inference.batching import OverloadedError, PassBudget
 from app.inference.predictor import Predictor

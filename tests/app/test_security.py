@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from pydantic import SecretStr
 
-from app.http.errors import ApiError
+from app.core.errors import ApiError
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from app.api.errors import error_doc, error_responses
 from app.api.responses import model_ref
 from app.api.schemas.operations import ReloadResponse
-from app.http.errors import ApiError
+from app.core.errors import ApiError
 from app.inference.slot import ModelSlot, ReloadError, signal_other_workers
 
 router = APIRouter(tags=["operations"])

@@ -17,7 +17,7 @@ from app.api.responses import (
 )
 from app.api.schemas.examples import EXPLAIN_EXAMPLES
 from app.api.schemas.explain import ExplainRequest, ExplainResponse
-from app.http.errors import InvalidInputError
+from app.core.errors import InvalidInputError
 
 router = APIRouter(tags=["explorer"])
 

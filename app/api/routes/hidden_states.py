@@ -12,7 +12,7 @@ from app.api.errors import error_responses
 from app.api.responses import layer_states_of, model_ref, prediction_of, steps_of, token_infos
 from app.api.schemas.examples import HIDDEN_STATES_EXAMPLES
 from app.api.schemas.hidden_states import HiddenStatesRequest, HiddenStatesResponse
-from app.http.errors import InvalidInputError
+from app.core.errors import InvalidInputError
 from app.inference.predictor import SATURATION_THRESHOLD
 
 router = APIRouter(tags=["inference"])

@@ -27,8 +27,9 @@ from app.api.schemas.common import Step
 from app.api.schemas.examples import STREAM_EXAMPLES
 from app.api.schemas.stream import StreamRequest, StreamResponse
 from app.core.config import Settings
+from app.core.errors import ApiError
 from app.core.logging import request_id_var
-from app.http.errors import ApiError, error_body
+from app.http.errors import error_body
 from app.http.ratelimit import TokenBucket
 from app.http.security import Gate, header
 from app.inference.batching import DeadlineExceededError, OverloadedError

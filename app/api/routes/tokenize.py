@@ -11,7 +11,7 @@ from app.api.errors import error_responses
 from app.api.responses import model_ref
 from app.api.schemas.examples import TOKENIZE_EXAMPLES
 from app.api.schemas.tokenize import TokenizedToken, TokenizeRequest, TokenizeResponse
-from app.http.errors import InvalidInputError
+from app.core.errors import InvalidInputError
 
 router = APIRouter(tags=["explorer"])
 
