@@ -33,8 +33,14 @@ load, same tests) and costs about 0.6 of float32's time per pass; the head reads
 state in float32. Probabilities move by up to `BFLOAT16_TOLERANCE` from float32's; the default
 model's test metrics do not change (`bench/cpu_paths.py`). Only the batched pass runs in
 bfloat16: traces, streams and explanations (`model`, `dtype`) stay float32, so a stream's last
-prediction agrees with /predict to that tolerance instead of float32's ~1e-7, while the
-prediction /hidden-states returns comes from the /predict pass itself and matches it exactly.
+prediction agrees with /predict to that tolerance instead of float32's ~1e-7.
+
+A /hidden-states answer comes from one pass, the trace in `dtype` (`Predictor.hidden_states`):
+its `prediction` is the trace's own final step, so it equals the last of its `steps` exactly
+(for a bidirectional model, which has no steps, it is the trace's final state read by the
+head). It agrees with /predict for the same text to `stream_tolerance(pass_dtype)`, as a
+stream does, not exactly: mixing the two passes in one answer would let it disagree with
+itself whenever the batched pass runs in another dtype.
 
 Tests check the property for every kind of cell, alone against batches of every size.
 """
@@ -290,7 +296,8 @@ class Predictor:
         units: Sequence[int] | None = None,
         top_k: int | None = None,
     ) -> HiddenStates:
-        """Per-token states of the last (or every) layer, per-step predictions, the prediction.
+        """Per-token states of the last (or every) layer, per-step predictions, the prediction:
+        all from one trace in `dtype`, the prediction being its final step (module doc).
 
         `units` keeps only those hidden units (in that order); `top_k` keeps each layer's and
         direction's k most active units (largest mean |h_t| over the tokens, ties to the lower
@@ -320,21 +327,24 @@ class Predictor:
                 for layer in wanted
                 for direction, states in enumerate(trace.layers[layer])
             ]
-            steps: list[tuple[str, dict[str, float]]] = []
-            if step_probabilities is not None:
-                for row in _rounded(step_probabilities, decimals):
-                    best = max(range(len(row)), key=row.__getitem__)
-                    steps.append((self.labels[best], dict(zip(self.labels, row, strict=True))))
-        # The final prediction comes from the same forward pass as /predict, so the two routes
-        # agree exactly; steps[-1] is the unrolled equivalent in `dtype`: it agrees to ~1e-7
-        # with a float32 pass, to within BFLOAT16_TOLERANCE with a bfloat16 one.
-        prediction = prediction_from(self.labels, self._probabilities([encoded.ids])[0])
-        if decimals is not None:
-            prediction = PredictionResult(
-                prediction.label,
-                round(prediction.score, decimals),
-                {label: round(p, decimals) for label, p in prediction.probabilities.items()},
+            rows = (
+                []
+                if step_probabilities is None
+                else _rounded(step_probabilities, decimals)  # (T, C)
             )
+            # The prediction is the trace's own final step, so the answer agrees with itself
+            # (module doc); a bidirectional trace has no steps, only its final state's logits.
+            final = (
+                rows[-1]
+                if rows
+                else _rounded(torch.softmax(trace.logits, dim=-1).unsqueeze(0), decimals)[0]
+            )
+        labels = self.labels
+        steps = [
+            (step.label, step.probabilities)
+            for step in (prediction_from(labels, row) for row in rows)
+        ]
+        prediction = prediction_from(labels, final)
         return HiddenStates(
             layers=layers,
             steps=steps,

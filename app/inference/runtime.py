@@ -248,7 +248,8 @@ class Runtime:
         units: Sequence[int] | None = None,
         top_k: int | None = None,
     ) -> tuple[EncodedText, HiddenStates]:
-        """Encode `text` and trace it through the network (422/503 as ApiError)."""
+        """Encode `text` and trace it through the network (422/503 as ApiError): states,
+        steps and prediction all from the one trace (`Predictor.hidden_states`)."""
         (encoded,) = await self.encode(
             [text], field="text", max_tokens=self.settings.max_hidden_state_tokens
         )

@@ -28,6 +28,7 @@ async def test_shapes_per_cell(
             json={"text": text, "layers": layers, "include_cell_state": include_cell_state},
         )
         predicted = (await client.post("/predict", json={"text": text})).json()
+        tolerance = (await client.get("/model")).json()["inference"]["stream_tolerance"]
     assert response.status_code == 200, response.text
     body = response.json()
     tokens = body["tokens"]
@@ -55,8 +56,42 @@ async def test_shapes_per_cell(
         for step in body["steps"]:
             assert list(step["probabilities"]) == list(LABELS)
             assert step["label"] in LABELS
-    assert body["prediction"] == {k: predicted[k] for k in ("label", "score", "probabilities")}
+    # The trace's own prediction: /predict's to within the tolerance of /predict's dtype.
+    assert list(body["prediction"]["probabilities"]) == list(LABELS)
+    for label, probability in predicted["probabilities"].items():
+        assert body["prediction"]["probabilities"][label] == pytest.approx(
+            probability, abs=tolerance
+        )
     assert body["model"] == predicted["model"]
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINT_KINDS))
+@pytest.mark.parametrize("decimals", [None, 0, 3, 8])
+async def test_prediction_is_the_last_step(serve: Any, kind: str, decimals: int | None) -> None:
+    texts = [
+        "I really did not enjoy this film, it dragged on forever.",
+        "Didn't LOVE it 😍 — but not bad",
+        "great",
+        "terrible, awful service :(",
+        "zyxxy quorbl flimflam",
+    ]
+    request = {} if decimals is None else {"decimals": decimals}
+    async with serve(kind) as client:
+        bodies = [
+            (await client.post("/hidden-states", json={"text": text} | request)).json()
+            for text in texts
+        ]
+    for body in bodies:
+        prediction = body["prediction"]
+        if CHECKPOINT_KINDS[kind]["bidirectional"]:
+            assert body["steps"] == []  # nothing to agree with: the final state alone
+            assert prediction["score"] == max(prediction["probabilities"].values())
+            continue
+        last = body["steps"][-1]
+        # One pass per answer: the prediction is its trace's last step, to the last digit.
+        assert prediction["probabilities"] == last["probabilities"]
+        assert prediction["label"] == last["label"]
+        assert prediction["score"] == last["probabilities"][last["label"]]
 
 
 async def test_tokens_have_ids_and_oov_flags(client: Any) -> None:

@@ -28,7 +28,14 @@ async def hidden_states(
     body: Annotated[HiddenStatesRequest, Body(openapi_examples=HIDDEN_STATES_EXAMPLES)],
     runtime: InferenceRuntimeDep,
 ) -> Response:
-    """Tokens with offsets, per-token hidden states, gates and predictions, and the prediction."""
+    """Tokens with offsets, per-token hidden states, gates and predictions, and the prediction.
+
+    The whole answer comes from one pass, the step-by-step trace in the state dtype (GET
+    /model: `inference.state_dtype`): `prediction` is that trace's final step, equal
+    to the last of `steps`. It agrees with /predict for the same text to within
+    `inference.stream_tolerance`, not exactly, when /predict's batched pass runs in another
+    dtype.
+    """
     hidden_size = runtime.predictor.model.config.hidden_size
     if body.units is not None:
         outside = [

@@ -105,5 +105,11 @@ class HiddenStatesResponse(BaseModel):
     saturation_threshold: float = Field(
         description="|h| above which a unit counts as saturated in `saturated`."
     )
-    prediction: Prediction
+    prediction: Prediction = Field(
+        description=(
+            "The trace's own final step: equal to the last of `steps` (for a bidirectional "
+            "model, the head on the final states). /predict's for the same text to within "
+            "GET /model's `inference.stream_tolerance`."
+        )
+    )
     model: ModelRef
