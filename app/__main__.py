@@ -24,10 +24,10 @@ from typing import TypeVar
 # SIGHUP reloads the model once the app runs (app.inference.slot); until then, while torch and the
 # app are imported and the model loads, it is ignored rather than fatal (its default action).
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-# oneDNN keeps a compiled kernel for every input shape it has seen, up to 1,024 by default,
-# about 0.25 MB each for the shipped LSTM: over varied batch shapes a worker grew by ~300 MB
-# (bench/shapes.py). Bounded before torch runs anything; the predictor rounds batch shapes so
-# everyday traffic needs only a few of them. Set the variable to override.
+# oneDNN keeps a compiled kernel for every input shape it has seen (up to 1,024 by default), so
+# over varied batch shapes a worker's memory keeps growing (bench/shapes.py measures it).
+# Bounded before torch runs anything; the predictor rounds batch shapes so everyday traffic
+# needs only a few of them. Set the variable to override.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
 from pydantic import ValidationError  # noqa: E402 - after the signal disposition above

@@ -148,7 +148,7 @@ _ELONGATED_TO_ONE = re.compile(r"(.)\1++")
 class Token(NamedTuple):
     """One token: its exact text and span in the input, and its normalised form.
 
-    A named tuple: immutable, and several times cheaper to create than a frozen dataclass
+    A named tuple: immutable, and much cheaper to create than a frozen dataclass
     (a text has one per word, on every request)."""
 
     text: str
