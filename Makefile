@@ -80,10 +80,11 @@ test: $(VENV)/.dev $(VENV)/.chromium ## Lint, type-check and run the whole test 
 test-fast: $(VENV)/.dev ## Run the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
-lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
+lint: $(VENV)/.dev ## ruff (lint + format check), mypy and the import layering contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -91,6 +92,7 @@ format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 
 typecheck: $(VENV)/.dev ## mypy only
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 compare-cells: $(VENV)/.dev ## Plain RNN vs LSTM vs GRU on the same data and budget (2 seeds)
 	$(PY) -m training compare --config training/configs/default.toml \

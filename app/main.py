@@ -52,6 +52,7 @@ from app.http.security import Gate, KeyRing
 from app.inference.slot import ModelSlot
 from app.openapi import openapi_with_limits
 from app.streaming.codec import stream_secret
+from app.streaming.service import streams_factory
 from app.streaming.websocket import Connections
 
 logger = logging.getLogger("app.main")
@@ -182,7 +183,7 @@ def _lifespan(
         torch.set_num_threads(settings.torch_threads)
         started = time.perf_counter()
         logger.info("loading checkpoint", extra={"model_dir": str(settings.model_dir)})
-        slot = ModelSlot(settings, metrics, secret)
+        slot = ModelSlot(settings, metrics, streams_factory(settings, metrics, secret))
         try:
             serving = await slot.start()
         except Exception:

@@ -35,16 +35,18 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.inference.runtime import ModelIdentity, Runtime
-from app.streaming.service import StreamService
 from training.checkpoint import CheckpointError, load_checkpoint
+
+if TYPE_CHECKING:  # built by the factory the app hands in: streaming sits above inference
+    from app.streaming.service import StreamService
 
 logger = logging.getLogger("app.inference.slot")
 T = TypeVar("T")
@@ -59,6 +61,10 @@ class Serving:
 
     runtime: Runtime
     streams: StreamService
+
+
+# Builds the stream service on a new runtime; `first` is True at start-up, False on reloads.
+StreamsFactory = Callable[[Runtime, bool], "StreamService"]
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,10 @@ class ReloadError(Exception):
 class ModelSlot:
     """The current `Serving`, built at start-up and replaced by `reload()`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, secret: tuple[bytes, str]) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, build_streams: StreamsFactory) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._secret = secret
+        self._build_streams = build_streams
         self._current: Serving | None = None
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -180,15 +186,7 @@ class ModelSlot:
             await self.reload()
 
     async def _build(self, runtime: Runtime, *, off_loop: bool) -> Serving:
-        streams = StreamService.build(
-            self.settings,
-            runtime.predictor,
-            executor=runtime.executor,
-            observer=self.metrics,
-            secret=self._secret,
-            announce=self._current is None,  # at start-up, not again at every reload
-            text_work=runtime.text_work,
-        )
+        streams = self._build_streams(runtime, self._current is None)
         try:
             await runtime.start(warm_up_off_loop=off_loop)
         except BaseException:

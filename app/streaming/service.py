@@ -18,6 +18,7 @@ from functools import partial
 from app.core.config import Settings
 from app.inference.batching import BatchObserver, SerialRunner
 from app.inference.predictor import Predictor
+from app.inference.runtime import Runtime
 from app.streaming.codec import StateCodec, stream_secret
 from app.streaming.engine import StreamEngine, StreamJob, StreamUpdate
 
@@ -98,3 +99,23 @@ class StreamService:
         prepare = partial(self.engine.prepare, text, state, final=final)
         job = prepare() if self._text_work is None else await self._text_work(len(text), prepare)
         return await self._runner.run(partial(self.engine.compute, job))
+
+
+def streams_factory(
+    settings: Settings, observer: BatchObserver | None, secret: tuple[bytes, str]
+) -> Callable[[Runtime, bool], StreamService]:
+    """What the model slot calls for each runtime it builds: the stream service on that
+    runtime's predictor, queue thread and text work, signing with `secret` (one per app)."""
+
+    def build(runtime: Runtime, first: bool) -> StreamService:
+        return StreamService.build(
+            settings,
+            runtime.predictor,
+            executor=runtime.executor,
+            observer=observer,
+            secret=secret,
+            announce=first,  # at start-up, not again at every reload
+            text_work=runtime.text_work,
+        )
+
+    return build

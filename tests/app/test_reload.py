@@ -23,6 +23,7 @@ from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.inference.slot import ModelSlot, ReloadError
 from app.streaming.codec import stream_secret
+from app.streaming.service import streams_factory
 from tests.app.conftest import ServeFactory
 from tests.app.test_server import corrupt_copy, free_port, running, server_env, wait_ready
 from tests.app.test_stream import started, websocket
@@ -191,7 +192,9 @@ async def test_a_request_keeps_the_model_it_started_with(
     checkpoints: dict[str, Path], model_link: Path
 ) -> None:
     settings = Settings(model_dir=model_link, gc_freeze=False, request_timeout_s=2.0)
-    slot = ModelSlot(settings, Metrics(), stream_secret(settings))
+    slot = ModelSlot(
+        settings, metrics := Metrics(), streams_factory(settings, metrics, stream_secret(settings))
+    )
     first = await slot.start()
     try:
         first.runtime.in_flight += 1  # a request still holds the first model
@@ -219,7 +222,9 @@ async def test_a_request_keeps_the_model_it_started_with(
 
 async def test_reloads_run_one_at_a_time(checkpoints: dict[str, Path], model_link: Path) -> None:
     settings = Settings(model_dir=model_link, gc_freeze=False)
-    slot = ModelSlot(settings, Metrics(), stream_secret(settings))
+    slot = ModelSlot(
+        settings, metrics := Metrics(), streams_factory(settings, metrics, stream_secret(settings))
+    )
     await slot.start()
     try:
         point(model_link, checkpoints["rnn"])
@@ -232,7 +237,9 @@ async def test_reloads_run_one_at_a_time(checkpoints: dict[str, Path], model_lin
 
 async def test_reload_before_start_is_an_error(model_link: Path) -> None:
     settings = Settings(model_dir=model_link, gc_freeze=False)
-    slot = ModelSlot(settings, Metrics(), stream_secret(settings))
+    slot = ModelSlot(
+        settings, metrics := Metrics(), streams_factory(settings, metrics, stream_secret(settings))
+    )
     with pytest.raises(ReloadError, match="not started"):
         await slot.reload()
 
