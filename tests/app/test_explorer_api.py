@@ -121,6 +121,12 @@ async def test_model_card_says_how_the_server_computes(
         "predict_dtype": predict_dtype,
         "state_dtype": state_dtype,
         "stream_tolerance": BFLOAT16_TOLERANCE if predict_dtype == "bfloat16" else 1e-5,
+        "dtypes": {
+            "predict": predict_dtype,
+            "hidden_states": state_dtype,
+            "explain": "float32",  # attributions run in float32 whatever the model's dtype
+            "stream": state_dtype,
+        },
     }
 
 

@@ -31,7 +31,7 @@ async def hidden_states(
     """Tokens with offsets, per-token hidden states, gates and predictions, and the prediction.
 
     The whole answer comes from one pass, the step-by-step trace in the state dtype (GET
-    /model: `inference.state_dtype`): `prediction` is that trace's final step, equal
+    /model: `inference.dtypes.hidden_states`): `prediction` is that trace's final step, equal
     to the last of `steps`. It agrees with /predict for the same text to within
     `inference.stream_tolerance`, not exactly, when /predict's batched pass runs in another
     dtype.

@@ -10,6 +10,7 @@ from app.api.deps import RuntimeDep
 from app.api.errors import error_responses
 from app.api.schemas.model import (
     Architecture,
+    EndpointDtypes,
     InferenceInfo,
     Limits,
     ModelCardResponse,
@@ -60,6 +61,13 @@ async def model_card(runtime: RuntimeDep) -> ModelCardResponse:
             predict_dtype=dtype_name(predictor.pass_dtype),
             state_dtype=dtype_name(predictor.dtype),
             stream_tolerance=stream_tolerance(predictor.pass_dtype),
+            # Read from what each endpoint runs, so the card cannot drift from the code.
+            dtypes=EndpointDtypes(
+                predict=dtype_name(predictor.pass_dtype),
+                hidden_states=dtype_name(predictor.dtype),
+                explain=dtype_name(next(runtime.explainer.model.parameters()).dtype),
+                stream=dtype_name(predictor.dtype),
+            ),
         ),
     )
 

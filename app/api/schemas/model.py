@@ -46,14 +46,35 @@ class VocabularyInfo(BaseModel):
     )
 
 
+Dtype = Literal["bfloat16", "float32", "float64"]
+
+
+class EndpointDtypes(BaseModel):
+    """The dtype each endpoint computes its answer in: the endpoints do not all share one pass,
+    so their probabilities for the same text agree to float rounding only."""
+
+    predict: Dtype = Field(description="/predict's batched pass.")
+    hidden_states: Dtype = Field(
+        description=(
+            "/hidden-states' step-by-step trace: its states, steps and `prediction` (the last "
+            "step) all come from it."
+        )
+    )
+    explain: Dtype = Field(
+        description=(
+            "/explain's attributions (integrated gradients and occlusion); its `prediction` is "
+            "/predict's."
+        )
+    )
+    stream: Dtype = Field(description="/stream's reading of the text and its state.")
+
+
 class InferenceInfo(BaseModel):
     """How this server computes, after any fallback at load (`APP_INFERENCE_DTYPE`)."""
 
-    predict_dtype: Literal["bfloat16", "float32", "float64"] = Field(
-        description="The dtype of /predict's batched pass (also /hidden-states' `prediction`)."
-    )
+    predict_dtype: Dtype = Field(description="The dtype of /predict's batched pass.")
     state_dtype: Literal["float32", "float64"] = Field(
-        description="The dtype of /hidden-states' states and steps, /stream and /explain."
+        description="The dtype of /hidden-states (states, steps and prediction) and /stream."
     )
     stream_tolerance: float = Field(
         description=(
@@ -61,6 +82,9 @@ class InferenceInfo(BaseModel):
             "/predict's for the same text: float rounding in float32 or float64, wider when "
             "/predict runs in bfloat16."
         )
+    )
+    dtypes: EndpointDtypes = Field(
+        description="Per endpoint, the dtype it computes in (the fields above, spelled out)."
     )
 
 
