@@ -22,8 +22,7 @@ from pydantic import ValidationError
 
 from app.api.deps import InferenceRuntimeDep
 from app.api.errors import error_doc, error_responses
-from app.api.responses import model_ref, prediction_of, token_infos
-from app.api.schemas.common import Step
+from app.api.responses import model_ref, prediction_of, steps_of, token_infos
 from app.api.schemas.examples import STREAM_EXAMPLES
 from app.api.schemas.stream import StreamRequest, StreamResponse
 from app.core.config import Settings
@@ -35,7 +34,7 @@ from app.http.security import Gate, header
 from app.inference.batching import DeadlineExceededError, OverloadedError
 from app.inference.runtime import Runtime
 from app.inference.slot import ModelSlot
-from app.streaming.engine import StreamStep, StreamUpdate
+from app.streaming.engine import StreamUpdate
 from app.streaming.errors import StreamError
 from app.streaming.service import StreamService
 from app.streaming.websocket import (
@@ -307,19 +306,15 @@ def _api_error(error: StreamError, where: str) -> ApiError:
 
 def _response(update: StreamUpdate, runtime: Runtime) -> StreamResponse:
     unk = runtime.predictor.vocab.unk_id
-
-    def steps(items: list[StreamStep]) -> list[Step]:
-        return [Step.model_construct(label=label, probabilities=p) for label, p in items]
-
     prediction = update.prediction
     return StreamResponse.model_construct(
         state=update.state,
         position=update.position,
         token_count=update.token_count,
         tokens=token_infos(update.tokens, update.ids, unk),
-        steps=steps(update.steps),
+        steps=steps_of(update.steps),
         pending=token_infos(update.pending, update.pending_ids, unk),
-        pending_steps=steps(update.pending_steps),
+        pending_steps=steps_of(update.pending_steps),
         prediction=(None if prediction is None else prediction_of(prediction)),
         final=update.final,
         model=model_ref(runtime.model),
