@@ -2,7 +2,7 @@
 
 No token of `training.tokenizer` spans whitespace, and its lookarounds see at most one
 character past a token (tested against one-shot tokenization in
-tests/app/streaming/test_text.py). So the text up to and including its last whitespace
+tests/app/stream/test_text.py). So the text up to and including its last whitespace
 character tokenizes exactly as it would inside the whole text: those tokens are final and are
 read into the recurrent state. The rest (the tail) is kept in the state as text, and is also
 read, from a copy of the state, to give the prediction "if the text ended here". When the last

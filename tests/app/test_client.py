@@ -243,7 +243,7 @@ def test_requests_carry_the_api_key_and_the_right_bodies() -> None:
 
 @pytest.fixture
 async def async_client(make_settings: Any) -> AsyncIterator[AsyncSentimentClient]:
-    # Streams are compared with /predict to float32's precision (tests/app/test_stream.py).
+    # Streams are compared with /predict to float32's precision (tests/app/stream/).
     app = create_app(make_settings("lstm", stream_secret=SECRET, inference_dtype="float32"))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)

@@ -25,8 +25,8 @@ from app.inference.slot import ModelSlot, ReloadError
 from app.streaming.codec import stream_secret
 from app.streaming.service import streams_factory
 from tests.app.conftest import ServeFactory
+from tests.app.stream.conftest import started, websocket
 from tests.app.test_server import corrupt_copy, free_port, running, server_env, wait_ready
-from tests.app.test_stream import started, websocket
 from training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.anyio
