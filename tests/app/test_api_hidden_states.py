@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.inference.predictor import BIDIRECTIONAL_STEPS_NOTE
+from app.inference.predictor import BIDIRECTIONAL_STEPS_NOTE, Predictor
 from tests.conftest import CHECKPOINT_KINDS, LABELS
 
 pytestmark = pytest.mark.anyio
@@ -92,6 +92,24 @@ async def test_prediction_is_the_last_step(serve: Any, kind: str, decimals: int 
         assert prediction["probabilities"] == last["probabilities"]
         assert prediction["label"] == last["label"]
         assert prediction["score"] == last["probabilities"][last["label"]]
+
+
+async def test_prediction_does_not_come_from_the_predict_pass(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where /predict's pass runs in another dtype (bfloat16) it differs from the trace; made
+    # to differ here on any CPU, the answer must still be the trace's alone.
+    text = "I really did not enjoy this film, it dragged on forever."
+    async with serve("lstm") as client:
+        original = Predictor._probabilities
+
+        def shifted(self: Predictor, batch: Any) -> list[list[float]]:
+            return [[p * 0.5 for p in row] for row in original(self, batch)]
+
+        monkeypatch.setattr(Predictor, "_probabilities", shifted)
+        body = (await client.post("/hidden-states", json={"text": text})).json()
+    assert body["prediction"]["probabilities"] == body["steps"][-1]["probabilities"]
+    assert body["prediction"]["score"] == max(body["steps"][-1]["probabilities"].values())
 
 
 async def test_tokens_have_ids_and_oov_flags(client: Any) -> None:
