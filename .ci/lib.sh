@@ -1,6 +1,7 @@
 # Shared by .ci/container.sh and .ci/scale.sh (sourced, not run): a real Docker engine under a
 # temp dir, the python:3.11-slim stand-in, the lint tools, the serving image build.
-# See ../shared/CONTAINER.md for why each step is done this way on a machine with no registry.
+# Each step is done this way because the CI machine has a Docker client but no engine and no
+# image registry: the engine is started by hand and the base image is built locally.
 #
 # The caller sets CI_NAME (for messages) and REPO (the work tree), calls ci_init, and from its
 # own EXIT trap calls ci_cleanup after removing its containers.

@@ -2,7 +2,7 @@
 
 An RNN's forward pass over 32 short texts costs a few times one text's, not 32 times, so
 texts from concurrent requests are gathered into one batch. The batcher never waits on a timer
-when the model is idle (PERFORMANCE.md: a fixed window costs a lone request its full length):
+when the model is idle (a fixed window would cost a lone request its full length):
 the worker takes whatever is queued the moment the model is free, and texts that arrive while
 a batch runs form the next one. `max_wait_s > 0` adds an optional wait for a fuller batch.
 
@@ -43,7 +43,7 @@ FIFO order holds within each lane.
 
 The model runs on `executor` (one dedicated thread), or on the event loop itself when
 `executor` is None (measured faster with 2 worker processes: no thread hand-off, no GIL
-contention; PERFORMANCE.md item 3); the long lane's passes, on `long_executor` when given.
+contention); the long lane's passes, on `long_executor` when given.
 """
 
 from __future__ import annotations
