@@ -1,8 +1,9 @@
 """POST /predict's common case, answered without FastAPI's routing, dependencies and serialisation.
 
-Under load one worker process is bound by its event loop, not by the model, and most of the loop's time per request is framework work: route matching,
-dependency solving, body parsing into Python objects and validating them, validating the
-response again and serialising it, and the middleware layers around all that. For the request
+Under load one worker process is bound by its event loop, not by the model, and most of the
+loop's time per request is framework work: route matching, dependency solving, body parsing
+into Python objects and validating them, validating the response again and serialising it,
+and the middleware layers around all that. For the request
 that makes up nearly all the traffic (a valid JSON body, from an authorised client, while the
 model is ready) this module does only what the answer needs: read the body, validate it with
 the same `PredictRequest` model straight from JSON bytes, check the caller with the same
