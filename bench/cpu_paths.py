@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from run import read_sentences  # noqa: E402 - bench/run.py, beside this script
 
-from app.inference.predictor import Predictor, dtype_name  # noqa: E402
+from app.inference.predictor import Predictor  # noqa: E402
+from app.inference.results import dtype_name  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.corpora import load_default_corpus  # noqa: E402

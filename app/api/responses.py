@@ -16,7 +16,7 @@ from app.api.schemas.common import ModelRef, Prediction, Step, TokenInfo
 from app.api.schemas.explain import IntegratedGradientsResult, OcclusionResult
 from app.api.schemas.hidden_states import LayerStates
 from app.inference.explain import QUADRATURE, IntegratedGradients, Occlusion
-from app.inference.predictor import LayerStateValues, PredictionResult
+from app.inference.results import LayerStateValues, PredictionResult
 from app.inference.runtime import ModelIdentity
 from training.tokenizer import Token
 

@@ -39,7 +39,8 @@ from typing import Literal
 
 import torch
 
-from app.inference.predictor import EncodedText, PredictionResult, Predictor
+from app.inference.predictor import Predictor
+from app.inference.results import EncodedText, PredictionResult
 from training.model import SentimentRNN, pad_ids
 
 Baseline = Literal["pad", "unk", "zero"]

@@ -51,71 +51,28 @@ import copy
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 import torch
 
+from app.inference.results import (
+    BIDIRECTIONAL_STEPS_NOTE,
+    SATURATION_THRESHOLD,
+    EncodedText,
+    HiddenStates,
+    LayerStateValues,
+    PredictionResult,
+    check_chars,
+    check_tokens,
+    dtype_name,
+    prediction_from,
+)
 from training.checkpoint import Checkpoint
 from training.model import LayerTrace, pad_ids
-from training.tokenizer import Token, token_norms, tokenize
+from training.tokenizer import token_norms, tokenize
 
 logger = logging.getLogger("app.inference.predictor")
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a text cannot be served: a stable `type` and a message for people."""
-
-    type: str
-    msg: str
-
-
-class TextRejectedError(ValueError):
-    def __init__(self, rejection: Rejection) -> None:
-        super().__init__(rejection.msg)
-        self.rejection = rejection
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedText:
-    tokens: list[Token]
-    ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionResult:
-    """One text's most probable label, its probability and every label's (the API sends it
-    as its `Prediction`)."""
-
-    label: str
-    score: float
-    probabilities: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class LayerStateValues:
-    """One layer's and direction's states after each token, as lists (the API sends them as
-    its `LayerStates`)."""
-
-    layer: int
-    direction: Literal["forward", "backward"]
-    hidden: list[list[float]]  # [T][H], or [T][len(units)] for a unit selection
-    cell: list[list[float]] | None  # [T][H], LSTM on request
-    gates: dict[str, list[list[float]]] | None = None  # name -> [T][H], on request
-    units: list[int] | None = None  # the hidden units shown, when not all of them
-    norm: list[float] = field(default_factory=list)  # [T] L2 norm of h_t (every unit)
-    saturated: list[float] = field(default_factory=list)  # [T] share of |h_t| > threshold
-
-
-@dataclass(frozen=True, slots=True)
-class HiddenStates:
-    layers: list[LayerStateValues]
-    steps: list[tuple[str, dict[str, float]]]  # (label, probabilities) after each token
-    steps_note: str | None
-    prediction: PredictionResult
-    flips: list[int] = field(default_factory=list)  # t where steps[t] != steps[t - 1] (label)
 
 
 # An unpacked pass runs on at least this many rows (filler rows added and dropped): oneDNN may
@@ -127,30 +84,6 @@ PADDED_MIN_ROWS: tuple[int, ...] = (4, 16)
 # input shape; rounding makes the shapes of everyday traffic few, so they stay in its cache,
 # which the server keeps small (`app.__main__`: ONEDNN_PRIMITIVE_CACHE_CAPACITY).
 PADDED_SHAPE_STEP = 4
-
-# How far a bfloat16 pass's probabilities may be from float32's. It keeps 8 significant bits
-# of the recurrence; on the default model's test split the largest difference measured was
-# 0.0052 (median 0.0002), and no label changed (`bench/cpu_paths.py`).
-BFLOAT16_TOLERANCE = 0.01
-# ...and how far a stream's (or a trace's step's) probabilities may be from /predict's when both
-# compute in float32 (about 1e-7 measured: a stream reads one row, /predict at least four).
-FLOAT_TOLERANCE = 1e-5
-
-
-def stream_tolerance(pass_dtype: torch.dtype) -> float:
-    """How far a stream's probabilities may be from those of a /predict pass in `pass_dtype`."""
-    return BFLOAT16_TOLERANCE if pass_dtype == torch.bfloat16 else FLOAT_TOLERANCE
-
-
-# A unit with |h| above this is pinned near tanh's (or the LSTM output's) bound of 1: it has
-# stopped responding to its input for now.
-SATURATION_THRESHOLD = 0.95
-
-
-BIDIRECTIONAL_STEPS_NOTE = (
-    "The model is bidirectional: its backward state at token t has already read every token "
-    "after t, so there is no prediction 'if the text ended here'."
-)
 
 
 class Predictor:
@@ -241,16 +174,16 @@ class Predictor:
 
     def encode(self, text: str, *, max_chars: int, max_tokens: int) -> EncodedText:
         """Tokenize and look up `text`; `TextRejectedError` says which limit it breaks."""
-        _check_chars(text, max_chars)
+        check_chars(text, max_chars)
         tokens = tokenize(text)
-        _check_tokens(len(tokens), max_tokens)
+        check_tokens(len(tokens), max_tokens)
         return EncodedText(tokens, self.vocab.encode(tokens))
 
     def encode_ids(self, text: str, *, max_chars: int, max_tokens: int) -> list[int]:
         """`encode(...).ids`, without making the tokens: what a prediction needs."""
-        _check_chars(text, max_chars)
+        check_chars(text, max_chars)
         norms = token_norms(text)
-        _check_tokens(len(norms), max_tokens)
+        check_tokens(len(norms), max_tokens)
         return self.vocab.encode_norms(norms)
 
     # -- prediction ----------------------------------------------------------------------------
@@ -366,12 +299,6 @@ class Predictor:
         )
 
 
-def prediction_from(labels: Sequence[str], row: list[float]) -> PredictionResult:
-    """The label with the highest probability, its score and every label's probability."""
-    best = max(range(len(row)), key=row.__getitem__)
-    return PredictionResult(labels[best], row[best], dict(zip(labels, row, strict=True)))
-
-
 def _layer_states(
     layer: int,
     direction: int,
@@ -434,27 +361,6 @@ def _rounded(tensor: torch.Tensor, decimals: int | None) -> list[list[float]]:
     return rows
 
 
-def _check_chars(text: str, max_chars: int) -> None:
-    if len(text) > max_chars:
-        raise TextRejectedError(
-            Rejection("text_too_long", f"text has {len(text)} characters; the limit is {max_chars}")
-        )
-
-
-def _check_tokens(count: int, max_tokens: int) -> None:
-    if not count:
-        raise TextRejectedError(
-            Rejection(
-                "no_tokens",
-                "text contains no words, numbers, emoji or punctuation the model can read",
-            )
-        )
-    if count > max_tokens:
-        raise TextRejectedError(
-            Rejection("too_many_tokens", f"text has {count} tokens; the limit is {max_tokens}")
-        )
-
-
 def native_bfloat16() -> bool:
     """Whether oneDNN runs bfloat16 natively here (AVX-512 BF16 or AMX); emulated it is slow.
 
@@ -473,11 +379,6 @@ def native_bfloat16() -> bool:
         if line.startswith("flags"):  # x86's list; other architectures: trust oneDNN
             return bool(set(line.partition(":")[2].split()) & {"avx512_bf16", "amx_bf16"})
     return True
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """'float32' for torch.float32."""
-    return str(dtype).removeprefix("torch.")
 
 
 def _traced(

@@ -40,11 +40,11 @@ from app.inference.batching import (
     SerialRunner,
 )
 from app.inference.explain import Baseline, Explainer, Explanation, Replacement
-from app.inference.predictor import (
+from app.inference.predictor import Predictor
+from app.inference.results import (
     EncodedText,
     HiddenStates,
     PredictionResult,
-    Predictor,
     TextRejectedError,
 )
 from training.checkpoint import Checkpoint, load_checkpoint

@@ -57,7 +57,7 @@ import torch
 from pydantic import ValidationError
 
 from app.core.config import ServerSettings, Settings
-from app.inference.predictor import dtype_name
+from app.inference.results import dtype_name
 from app.streaming.errors import StreamError, invalid_state
 from app.streaming.text import final_length
 from training.model import RecurrentState

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from app.inference.predictor import PredictionResult, Predictor, prediction_from
+from app.inference.predictor import Predictor
+from app.inference.results import PredictionResult, prediction_from
 from app.streaming.codec import MAX_STREAM_CHARS, StateCodec, StreamState
 from app.streaming.errors import StreamError, invalid_state, too_much
 from app.streaming.text import final_length, tokens_at

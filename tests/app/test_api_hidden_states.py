@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.inference.predictor import BIDIRECTIONAL_STEPS_NOTE, Predictor
+from app.inference.predictor import Predictor
+from app.inference.results import BIDIRECTIONAL_STEPS_NOTE
 from tests.conftest import CHECKPOINT_KINDS, LABELS
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,8 @@ import pytest
 
 from app.api.routes.explorer import CONTENT_SECURITY_POLICY
 from app.api.schemas import ErrorResponse
-from app.inference.predictor import BFLOAT16_TOLERANCE, SATURATION_THRESHOLD, native_bfloat16
+from app.inference.predictor import native_bfloat16
+from app.inference.results import BFLOAT16_TOLERANCE, SATURATION_THRESHOLD
 from app.main import create_app
 from tests.conftest import CHECKPOINT_KINDS, build_checkpoint
 from training.checkpoint import load_checkpoint, save_checkpoint

@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from app.inference import predictor as predictor_module
-from app.inference.predictor import (
+from app.inference.predictor import PADDED_MIN_ROWS, Predictor, native_bfloat16
+from app.inference.results import (
     BFLOAT16_TOLERANCE,
     BIDIRECTIONAL_STEPS_NOTE,
-    PADDED_MIN_ROWS,
-    Predictor,
     TextRejectedError,
-    native_bfloat16,
     stream_tolerance,
 )
 from tests.conftest import CHECKPOINT_KINDS, LABELS

@@ -13,7 +13,7 @@ from app.api.responses import layer_states_of, model_ref, prediction_of, steps_o
 from app.api.schemas.examples import HIDDEN_STATES_EXAMPLES
 from app.api.schemas.hidden_states import HiddenStatesRequest, HiddenStatesResponse
 from app.core.errors import InvalidInputError
-from app.inference.predictor import SATURATION_THRESHOLD
+from app.inference.results import SATURATION_THRESHOLD
 
 router = APIRouter(tags=["inference"])
 

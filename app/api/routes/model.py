@@ -16,7 +16,7 @@ from app.api.schemas.model import (
     ModelCardResponse,
     VocabularyInfo,
 )
-from app.inference.predictor import dtype_name, stream_tolerance
+from app.inference.results import dtype_name, stream_tolerance
 
 router = APIRouter(tags=["model"])
 

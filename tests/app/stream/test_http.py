@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.api.schemas import STREAM_EXAMPLES, StreamRequest, StreamResponse
-from app.inference.predictor import BFLOAT16_TOLERANCE
+from app.inference.results import BFLOAT16_TOLERANCE
 from app.streaming.codec import FORMAT_VERSION
 from tests.app.stream.conftest import (
     API_KEY,
