@@ -62,7 +62,6 @@ logger = logging.getLogger("app.inference.batching")
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-T = TypeVar("T")
 
 
 # A pass has a fixed cost of about as many recurrence steps (see the module doc).
@@ -115,7 +114,9 @@ class BatchObserver(Protocol):
     def count_rejection(self, reason: str) -> None: ...
 
 
-class _NullObserver:
+class NullObserver:
+    """A `BatchObserver` that drops every measurement."""
+
     def observe_batch(self, size: int, seconds: float) -> None:
         pass
 
@@ -164,7 +165,7 @@ class MicroBatcher(Generic[In, Out]):
         self._timeout_s = timeout_s
         self._max_wait_s = max_wait_s
         self._executor = executor
-        self._observer: BatchObserver = observer or _NullObserver()
+        self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_Pending[In, Out]] = deque()
         # Items too long for a full batch of them to fit one pass (module doc).
         self._long: deque[_Pending[In, Out]] = deque()
@@ -408,55 +409,3 @@ def _refuse(batch: list[_Pending[In, Out]], reason: str) -> None:
     for pending in batch:
         if not pending.future.done():
             pending.future.set_exception(OverloadedError(reason))
-
-
-class SerialRunner:
-    """Runs one heavy call at a time on `executor`, with a bounded waiting room.
-
-    For work that is not batched (a /hidden-states trace, an explanation): the runtime gives it
-    the batcher's thread when there is one, else a thread of its own, so a long call never
-    holds the event loop; at most one such call is in that thread's queue at any time.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_waiting: int,
-        timeout_s: float,
-        executor: Executor | None = None,
-        observer: BatchObserver | None = None,
-    ) -> None:
-        self._max_waiting = max_waiting
-        self._timeout_s = timeout_s
-        self._executor = executor
-        self._observer: BatchObserver = observer or _NullObserver()
-        self._lock = asyncio.Lock()
-        self._waiting = 0
-
-    async def run(self, call: Callable[[], T]) -> T:
-        if self._waiting >= self._max_waiting:
-            self._observer.count_rejection("overloaded")
-            raise OverloadedError(f"{self._waiting} requests are already waiting")
-        self._waiting += 1
-        acquired = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._lock.acquire()
-                acquired = True
-                self._waiting -= 1
-                if self._executor is None:
-                    # On the loop nothing can interrupt the call: start it only in time.
-                    if loop.time() >= deadline:
-                        raise TimeoutError
-                    return call()
-                return await loop.run_in_executor(self._executor, call)
-        except TimeoutError:
-            self._observer.count_rejection("deadline")
-            raise DeadlineExceededError(f"no result within {self._timeout_s:g} s") from None
-        finally:
-            if acquired:
-                self._lock.release()
-            else:
-                self._waiting -= 1

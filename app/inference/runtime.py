@@ -37,7 +37,6 @@ from app.inference.batching import (
     MicroBatcher,
     OverloadedError,
     PassBudget,
-    SerialRunner,
 )
 from app.inference.explain import Baseline, Explainer, Explanation, Replacement
 from app.inference.predictor import Predictor
@@ -47,6 +46,7 @@ from app.inference.results import (
     PredictionResult,
     TextRejectedError,
 )
+from app.inference.runner import SerialRunner
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.tokenizer import Token
 from training.tokenizer import tokenize as split_tokens

@@ -16,8 +16,9 @@ from concurrent.futures import Executor
 from functools import partial
 
 from app.core.config import Settings
-from app.inference.batching import BatchObserver, SerialRunner
+from app.inference.batching import BatchObserver
 from app.inference.predictor import Predictor
+from app.inference.runner import SerialRunner
 from app.inference.runtime import Runtime
 from app.streaming.codec import StateCodec, stream_secret
 from app.streaming.engine import StreamEngine, StreamJob, StreamUpdate

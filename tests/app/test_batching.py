@@ -15,8 +15,8 @@ from app.inference.batching import (
     MicroBatcher,
     OverloadedError,
     PassBudget,
-    SerialRunner,
 )
+from app.inference.runner import SerialRunner
 
 pytestmark = pytest.mark.anyio
 
