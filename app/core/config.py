@@ -165,9 +165,10 @@ class Settings(BaseSettings):
         description=(
             "The dtype of /predict's batched pass; each gives a text the same result whatever "
             "its batch-mates. bfloat16 and float32 run the texts of a pass unpacked (every row "
-            "every step): float32 about twice as fast as float64 (packed), bfloat16 about 1.6x "
-            "float32 again, with the default model's test metrics unchanged; it needs a CPU "
-            "with native bfloat16 (AVX-512 BF16 or AMX), else float32 is used. Traces, "
+            "every step), faster than float64 (packed), bfloat16 fastest, with the default "
+            "model's test metrics unchanged; bfloat16 needs a CPU with native bfloat16 "
+            "(AVX-512 BF16 or AMX), else float32 is used, and a dtype whose results would "
+            "depend on the batch on this CPU falls back to the next. /hidden-states, "
             "streams and explanations compute in float32 under a bfloat16 pass. Only a "
             "one-direction LSTM runs unpacked; other cells and bidirectional models always "
             "run in float64."
@@ -177,7 +178,7 @@ class Settings(BaseSettings):
         True,
         description=(
             "Run /predict's forward pass through a traced TorchScript graph of the same "
-            "model (same weights and dtype, same answers; about 2x faster at batch 1). "
+            "model (same weights and dtype, same answers, less Python per call). "
             "false: the eager module."
         ),
     )
