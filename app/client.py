@@ -9,7 +9,7 @@
             print(update.position, update.prediction)
 
 `AsyncSentimentClient` has the same methods, to be awaited (`stream` is an async iterator).
-Results are the server's own response models (`app.schemas`), so a field the API documents is
+Results are the server's own response models (`app.api.schemas`), so a field the API documents is
 an attribute here, typed. The client needs httpx and pydantic only: it imports neither torch nor
 FastAPI, so an application can use it without the model's dependencies.
 
