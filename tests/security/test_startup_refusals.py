@@ -7,12 +7,13 @@ setting is wrong and never echoing the rejected value.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.app.test_server import server_env
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +38,7 @@ PLACEHOLDERS = [
 
 
 def _run(model_dir: Path, **settings: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("APP_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({"HOST": "127.0.0.1", "PORT": "0", "WORKERS": "1", "APP_MODEL_DIR": str(model_dir)})
-    env.update(settings)
+    env = server_env(model_dir, 0, **settings)
     started = time.monotonic()
     result = subprocess.run(
         [str(PYTHON), "-m", "app"],
