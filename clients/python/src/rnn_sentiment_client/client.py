@@ -1,0 +1,167 @@
+"""`SentimentClient`: the synchronous client, one method per route.
+
+    with SentimentClient("http://127.0.0.1:8000") as client:
+        result = client.predict("The food was great")  # PredictResponse
+        print(result.label, result.score)
+
+Failed requests are retried as `RetryPolicy` says; what cannot be done raises a
+`SentimentError` subclass (see `rnn_sentiment_client.errors`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, overload
+
+import httpx
+
+from rnn_sentiment_client._base import DEFAULT_TIMEOUT_S, DEFAULT_URL, Base
+from rnn_sentiment_client._models import (
+    BatchPredictResponse,
+    ExplainResponse,
+    HiddenStatesResponse,
+    Method,
+    ModelCardResponse,
+    PredictResponse,
+    ReadyResponse,
+    StreamResponse,
+    TokenizeResponse,
+)
+from rnn_sentiment_client._retry import RetryPolicy
+
+
+class SentimentClient(Base):
+    """A client for one rnn-sentiment service; use it as a context manager, or `close()` it."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, retry)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> SentimentClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        attempt = 0
+        while True:
+            result: httpx.Response | httpx.TransportError
+            try:
+                result = self._http.request(method, path, json=body)
+            except httpx.TransportError as error:
+                result = error
+            wait = self.retry.outcome(result, attempt)
+            if wait is None:
+                return self._final(result)
+            time.sleep(wait)
+            attempt += 1
+
+    # A str is also a Sequence[str]; this first overload is the one that applies to it.
+    @overload
+    def predict(self, text: str) -> PredictResponse: ...  # type: ignore[overload-overlap]
+    @overload
+    def predict(self, text: Sequence[str]) -> BatchPredictResponse: ...
+    def predict(self, text: str | Sequence[str]) -> PredictResponse | BatchPredictResponse:
+        """The sentiment of one text, or of a list of texts (answered in order)."""
+        response = self._send("POST", "/predict", self._predict_body(text))
+        if isinstance(text, str):
+            return self._parse(response, PredictResponse)
+        return self._parse(response, BatchPredictResponse)
+
+    def hidden_states(
+        self,
+        text: str,
+        *,
+        layers: Literal["last", "all"] = "last",
+        include_cell_state: bool = False,
+        include_gates: bool = False,
+        units: Sequence[int] | None = None,
+        top_k: int | None = None,
+        decimals: int | None = None,
+    ) -> HiddenStatesResponse:
+        """Tokens, per-token states and predictions (see POST /hidden-states)."""
+        body = self._hidden_states_body(
+            text, layers, include_cell_state, include_gates, units, top_k, decimals
+        )
+        return self._parse(self._send("POST", "/hidden-states", body), HiddenStatesResponse)
+
+    def tokenize(self, text: str) -> TokenizeResponse:
+        """The tokens the model reads in `text`, with ids and out-of-vocabulary flags."""
+        response = self._send("POST", "/tokenize", self._tokenize_body(text))
+        return self._parse(response, TokenizeResponse)
+
+    def explain(
+        self,
+        text: str,
+        *,
+        label: str | None = None,
+        methods: Sequence[Method] | None = None,
+        steps: int | None = None,
+        baseline: Literal["pad", "unk", "zero"] | None = None,
+        occlusion: Literal["unk", "drop"] | None = None,
+        decimals: int | None = None,
+    ) -> ExplainResponse:
+        """Per-token attributions toward `label` (default: the predicted one)."""
+        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals)
+        return self._parse(self._send("POST", "/explain", body), ExplainResponse)
+
+    def stream_update(
+        self, text: str = "", state: str | None = None, *, final: bool = False
+    ) -> StreamResponse:
+        """One POST /stream: read `text` on from `state` (None starts a new stream)."""
+        body = self._stream_body(text, state, final)
+        return self._parse(self._send("POST", "/stream", body), StreamResponse)
+
+    def stream(
+        self, pieces: Iterable[str], *, state: str | None = None, final: bool = True
+    ) -> Iterator[StreamResponse]:
+        """An update per piece of text, as the pieces come (a generator may still be producing
+        them); with `final`, one more that reads the unfinished last word and ends the stream.
+        """
+        for piece in pieces:
+            update = self.stream_update(piece, state)
+            state = update.state
+            yield update
+        if final:
+            yield self.stream_update("", state, final=True)
+
+    def model_info(self) -> ModelCardResponse:
+        """The model card: architecture, labels, vocabulary, metrics and limits."""
+        return self._parse(self._send("GET", "/model"), ModelCardResponse)
+
+    def ready(self) -> bool:
+        """Whether the service answers /readyz with 200 now (one try, no retries)."""
+        try:
+            response = self._http.get("/readyz")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+    def wait_ready(self, timeout_s: float = 60.0, interval_s: float = 0.25) -> ReadyResponse:
+        """Poll /readyz until it answers 200; `TimeoutError` after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                response = self._http.get("/readyz")
+                if response.status_code == 200:
+                    return self._parse(response, ReadyResponse)
+            except httpx.TransportError:
+                pass
+            if time.monotonic() >= deadline:
+                raise self._not_ready(timeout_s)
+            time.sleep(interval_s)
