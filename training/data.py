@@ -161,8 +161,8 @@ def _format_of(path: Path, file_format: FileFormat | None) -> FileFormat:
         raise DataError.at(
             path,
             None,
-            f"cannot tell the format from the suffix {path.suffix!r}: use .csv, .jsonl or "
-            ".ndjson, or pass file_format='csv' or 'jsonl'",
+            f"cannot tell the format from the suffix {path.suffix!r}: name the file .csv, "
+            ".jsonl or .ndjson (or pass file_format='csv' or 'jsonl')",
         ) from None
 
 
@@ -190,7 +190,11 @@ def _example(path: Path, line: int, record: Mapping[str, object], fields: _Field
     """Validate one record (a CSV row as strings, or a JSON object) into an Example."""
     for role, name in (("text", fields.text), ("label", fields.label), ("weight", fields.weight)):
         if name is not None and name not in record:
-            raise DataError.at(path, line, f"missing {role} field {name!r}")
+            # The keys the record does have: a misspelt or differently named field is then
+            # one look away (a CSV header names its columns the same way).
+            raise DataError.at(
+                path, line, f"missing {role} field {name!r} (keys: {sorted(record)})"
+            )
     text = record[fields.text]
     if not isinstance(text, str):
         raise DataError.at(

@@ -188,14 +188,14 @@ ERROR_CASES: list[ErrorCase] = [
         b'{"text": "a", "label": "p"}\n{"text": "b", "label": "n"}\n{"text": "c"}\n',
         {"label_field": "sentiment"},
         1,
-        "missing label field 'sentiment'",
+        "missing label field 'sentiment' (keys: ['label', 'text'])",
     ),
     (
         "d.jsonl",
         b'{"text": "a", "label": "p"}\n{"label": "n"}\n',
         {},
         2,
-        "missing text field 'text'",
+        "missing text field 'text' (keys: ['label'])",
     ),
     (
         "d.jsonl",
@@ -245,7 +245,7 @@ ERROR_CASES: list[ErrorCase] = [
         b'{"text": "a", "label": "p"}\n',
         {"weight_field": "w"},
         1,
-        "missing weight field 'w'",
+        "missing weight field 'w' (keys: ['label', 'text'])",
     ),
     (
         "d.jsonl",
