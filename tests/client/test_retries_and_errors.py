@@ -183,10 +183,11 @@ def test_requests_carry_the_api_key_and_the_right_bodies() -> None:
 def test_options_left_unset_are_not_sent() -> None:
     """An option the caller did not set is absent, so the service applies its own default (and
     an older service, which refuses unknown fields, is not sent one)."""
-    handler, seen = scripted(*[httpx.Response(500, json={})] * 4)
+    handler, seen = scripted(*[httpx.Response(500, json={})] * 5)
     with mock_client(handler, retry=RetryPolicy(retries=0)) as client:
         for call in (
             lambda: client.hidden_states("t", top_k=3),
+            lambda: client.hidden_states("t", full=True),
             lambda: client.explain("t", methods=("occlusion",)),
             lambda: client.stream_update("The fo"),
             lambda: client.stream_update("od", "signed-state", final=True),
@@ -200,6 +201,13 @@ def test_options_left_unset_are_not_sent() -> None:
             "include_cell_state": False,
             "include_gates": False,
             "top_k": 3,
+        },
+        {
+            "text": "t",
+            "layers": "last",
+            "include_cell_state": False,
+            "include_gates": False,
+            "full": True,
         },
         {"text": "t", "methods": ["occlusion"]},
         {"text": "The fo", "final": False},

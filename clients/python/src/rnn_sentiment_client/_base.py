@@ -79,6 +79,7 @@ class Base:
         units: Sequence[int] | None,
         top_k: int | None,
         decimals: int | None,
+        full: bool,
     ) -> dict[str, Any]:
         return HiddenStatesRequest.body(
             text=text,
@@ -88,6 +89,8 @@ class Base:
             units=None if units is None else list(units),
             top_k=top_k,
             decimals=decimals,
+            # Sent only when asked for: a service older than `full` refuses unknown fields.
+            full=True if full else None,
         )
 
     @staticmethod

@@ -76,6 +76,7 @@ class ErrorDetail(_Response):
     loc: list[str | int]
     msg: str
     type: str
+    url: str | None = Field(None, description="A page that helps, when there is one.")
 
 
 class ErrorBody(_Response):
@@ -123,6 +124,8 @@ class HiddenStatesResponse(_Response):
     """POST /hidden-states."""
 
     tokens: list[TokenInfo]
+    hidden_size: int = Field(description="Units per layer and direction, shown or not.")
+    decimals: int | None = Field(None, description="The rounding applied; None: none.")
     layers: list[LayerStates]
     steps: list[Step]
     steps_note: str | None = None
@@ -272,6 +275,7 @@ class HiddenStatesRequest(_Request):
     include_gates: bool | None = None
     units: list[int] | None = None
     top_k: int | None = None
+    full: bool | None = None
 
 
 class TokenizeRequest(_Request):

@@ -94,10 +94,15 @@ class AsyncSentimentClient(Base):
         units: Sequence[int] | None = None,
         top_k: int | None = None,
         decimals: int | None = None,
+        full: bool = False,
     ) -> HiddenStatesResponse:
-        """Tokens, per-token states and predictions (see POST /hidden-states)."""
+        """Tokens, per-token states and predictions (see POST /hidden-states).
+
+        By default the service shows its most active units, rounded; `units` or `top_k`
+        choose the units, `decimals` the rounding, and `full` asks for every unit unrounded.
+        """
         body = self._hidden_states_body(
-            text, layers, include_cell_state, include_gates, units, top_k, decimals
+            text, layers, include_cell_state, include_gates, units, top_k, decimals, full
         )
         return self._parse(await self._send("POST", "/hidden-states", body), HiddenStatesResponse)
 
