@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["auto", "json", "text"]
 
 
 def _split_commas(value: Any) -> Any:
@@ -83,9 +84,15 @@ class Settings(BaseSettings):
         128, ge=1, description="Integrated-gradients steps a /explain request may ask for."
     )
 
-    # Logs: one JSON object per line by default, for log shippers; "text" for a terminal.
+    # Logs: readable text on a terminal, one JSON object per line anywhere else (log shippers).
     log_level: LogLevel = Field("INFO", description="Log level of the app and uvicorn.")
-    log_format: Literal["json", "text"] = Field("json", description="json lines, or text.")
+    log_format: LogFormat = Field(
+        "auto",
+        description=(
+            "json: one JSON object per line, for log shippers; text: a readable line per "
+            "record; auto: text when stderr is a terminal, json otherwise."
+        ),
+    )
     access_log: bool = Field(True, description="One log line per request.")
 
     # Inference routes require `Authorization: Bearer <key>` when any key is set.

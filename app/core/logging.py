@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, each carrying the request id it belongs to.
+"""Logs: one JSON object per line for machines, a readable line for a person at a terminal.
+
+Either way each line carries the request id it belongs to. `APP_LOG_FORMAT=auto` (the default)
+picks by where the lines go: text when stderr is a terminal, JSON when it is a pipe or a file
+(a container's log driver, systemd, a log shipper), so nobody has to set it for either case.
 
 The request id lives in a context variable set by the request middleware (`app.http.middleware`),
 so any log line written while serving a request names it without passing it around.
@@ -21,11 +25,11 @@ import logging
 import sys
 import time
 import traceback
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
 
-from app.core.config import LogLevel
+from app.core.config import LogFormat, LogLevel
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -148,7 +152,19 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
                         traceback.print_exc(file=sys.stderr)
 
 
-def configure_logging(level: LogLevel = "INFO", fmt: str = "json") -> None:
+def resolve_format(fmt: LogFormat, stream: TextIO | None = None) -> Literal["json", "text"]:
+    """The format `fmt` means for lines written to `stream` (default: stderr): "auto" is
+    text on a terminal, JSON otherwise (also when the stream cannot say what it is)."""
+    if fmt != "auto":
+        return fmt
+    stream = sys.stderr if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return "json"
+
+
+def configure_logging(level: LogLevel = "INFO", fmt: LogFormat = "auto") -> None:
     """Send every log record (the app's, uvicorn's, libraries') through one formatter.
 
     The one place logging is set up: `python -m app` calls it first thing, the server
@@ -167,8 +183,9 @@ def configure_logging(level: LogLevel = "INFO", fmt: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = LoopBatchingHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler = LoopBatchingHandler()  # on stderr
+    text = resolve_format(fmt, handler.stream) == "text"
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)

@@ -1,4 +1,5 @@
-"""Log lines: one JSON object each, written once per event-loop turn, none lost or reordered."""
+"""Log lines: one JSON object each (text on a terminal), written once per event-loop turn,
+none lost or reordered."""
 
 from __future__ import annotations
 
@@ -6,23 +7,33 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from app.core.config import LogFormat, Settings
 from app.core.logging import (
     JsonFormatter,
     LoopBatchingHandler,
     TextFormatter,
     _iso_time,
+    configure_logging,
     request_id_var,
+    resolve_format,
 )
 from app.core.metrics import Metrics
 from app.http import middleware
+from tests.app.test_server import REPO, free_port, server_env, stop
 
 
 class CountingStream(io.StringIO):
@@ -292,3 +303,115 @@ def test_the_access_line_is_an_ordinary_record_that_logging_set_up_governs(
 )
 def test_a_line_gives_its_time_in_utc_to_the_millisecond(created: float, expected: str) -> None:
     assert _iso_time(created) == expected
+
+
+# --- APP_LOG_FORMAT=auto: text on a terminal, JSON otherwise -------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Closed(io.StringIO):
+    def isatty(self) -> bool:
+        raise ValueError("I/O operation on closed file")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "stream", "expected"),
+    [
+        ("auto", Terminal(), "text"),
+        ("auto", io.StringIO(), "json"),
+        ("auto", Closed(), "json"),
+        ("json", Terminal(), "json"),
+        ("text", io.StringIO(), "text"),
+    ],
+)
+def test_auto_is_text_on_a_terminal_and_json_otherwise(
+    fmt: LogFormat, stream: io.StringIO, expected: str
+) -> None:
+    assert resolve_format(fmt, stream) == expected
+
+
+def test_auto_is_the_default() -> None:
+    assert Settings.model_fields["log_format"].default == "auto"
+
+
+def test_configure_logging_picks_the_formatter_for_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    level = root.level
+    try:
+        for stream, formatter in ((Terminal(), TextFormatter), (io.StringIO(), JsonFormatter)):
+            monkeypatch.setattr(sys, "stderr", stream)
+            configure_logging("INFO", "auto")
+            (ours,) = [h for h in root.handlers if isinstance(h, LoopBatchingHandler)]
+            assert ours.stream is stream
+            assert type(ours.formatter) is formatter
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, LoopBatchingHandler)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) +[\w.]+: ")
+
+
+def _server_lines(checkpoint: Path, stderr_on_a_terminal: bool, timeout_s: float = 60) -> list[str]:
+    """The lines `python -m app` writes up to "ready", with APP_LOG_FORMAT unset (auto): its
+    stdout and stderr a pseudo-terminal, or a pipe."""
+    port = free_port()
+    env = server_env(checkpoint, port)
+    env.pop("APP_LOG_FORMAT")
+    if stderr_on_a_terminal:
+        reader, writer = os.openpty()
+    else:
+        reader, writer = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=writer,
+        stderr=writer,
+        start_new_session=True,
+    )
+    os.close(writer)
+    output = b""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while b"ready" not in output and time.monotonic() < deadline:
+            readable, _, _ = select.select([reader], [], [], 0.5)
+            if readable:
+                try:
+                    chunk = os.read(reader, 65536)
+                except OSError:  # the pty's other side closed: the server exited
+                    break
+                if not chunk:
+                    break
+                output += chunk
+    finally:
+        stop(process)
+        os.close(reader)
+    text = output.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert "ready" in text, text
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_a_server_on_a_terminal_writes_text(checkpoints: dict[str, Path]) -> None:
+    lines = _server_lines(checkpoints["gru"], stderr_on_a_terminal=True)
+    logged = [line for line in lines if TEXT_LINE.match(line)]
+    assert any(line.endswith("app.main: ready") for line in logged), lines
+    assert not any(line.startswith("{") for line in lines), lines
+
+
+@pytest.mark.slow
+def test_a_server_writing_to_a_pipe_writes_json(checkpoints: dict[str, Path]) -> None:
+    lines = _server_lines(checkpoints["gru"], stderr_on_a_terminal=False)
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert {"logger": "app.main", "message": "ready"}.items() <= records[-1].items()
