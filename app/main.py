@@ -2,7 +2,8 @@
 
 Building the app loads nothing: the lifespan loads the checkpoint (verifying its manifest),
 warms the model up, and only then does `/readyz` answer 200. A checkpoint that cannot be
-loaded is logged with its reason and re-raised, so uvicorn exits non-zero instead of serving.
+loaded ends the start-up: the log records why, and `StartupError` makes uvicorn exit non-zero
+instead of serving (`python -m app` then ends with one plain line saying why).
 """
 
 from __future__ import annotations
@@ -46,14 +47,15 @@ from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.http.errors import install_error_handlers
 from app.http.fast_path import PredictFastPath
-from app.http.middleware import RequestMiddleware
+from app.http.middleware import GzipMiddleware, RequestMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
-from app.inference.slot import ModelSlot
+from app.inference.slot import ModelSlot, StartupError
 from app.openapi import openapi_with_limits
 from app.streaming.codec import stream_secret
 from app.streaming.service import streams_factory
 from app.streaming.websocket import Connections
+from training.checkpoint import CheckpointError
 
 logger = logging.getLogger("app.main")
 
@@ -95,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # otherwise every request asks OpenTelemetry whether a provider was set up meanwhile.
         telemetry=NO_TELEMETRY,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, docs_path=docs.DOCS_PATH if settings.docs else None)
 
     # One gate per family of routes (app.http.security): the routes, the fast /predict path and the
     # WebSocket all check callers through the same object.
@@ -168,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         ),
     )
+    # Outside the request middleware, so the fast /predict path's answers are compressed too.
+    app.add_middleware(GzipMiddleware)
     if settings.trusted_proxies:
         # Outermost: every layer inside (rate limits, logs) sees the client the proxy names.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
@@ -186,12 +190,8 @@ def _lifespan(
         slot = ModelSlot(settings, metrics, streams_factory(settings, metrics, secret))
         try:
             serving = await slot.start()
-        except Exception:
-            logger.exception(
-                "cannot serve: the model failed to load",
-                extra={"model_dir": str(settings.model_dir)},
-            )
-            raise
+        except Exception as error:
+            raise _cannot_serve(settings.model_dir, error) from None
         if settings.gc_freeze:
             # Everything allocated so far lives as long as the process: keep the collector off it.
             gc.collect()
@@ -218,6 +218,24 @@ def _lifespan(
             metrics.mark_process_dead()
 
     return lifespan
+
+
+def _cannot_serve(model_dir: Path, error: Exception) -> StartupError:
+    """Log a model that failed to load at start-up; the error that ends the start-up.
+
+    A checkpoint the loader refused is logged with its reason alone (the message names the
+    file and the problem: a traceback adds nothing), anything else with its traceback.
+    uvicorn logs the traceback of the `StartupError` raised from here as well; the server
+    drops that copy (`app.http.server`), the failure being told already.
+    """
+    told = isinstance(error, CheckpointError)
+    reason = " ".join((str(error) if told else f"{type(error).__name__}: {error}").split())
+    where = {"model_dir": str(model_dir)}
+    if told:
+        logger.error("cannot serve: the model failed to load: %s", reason, extra=where)
+    else:
+        logger.error("cannot serve: the model failed to load", exc_info=error, extra=where)
+    return StartupError(reason)
 
 
 def _reload_on_sighup(slot: ModelSlot) -> bool:

@@ -37,7 +37,7 @@ from uvicorn_worker import UvicornWorker
 from app.core.config import ServerSettings, Settings, get_settings
 from app.core.logging import configure_logging
 from app.core.metrics import multiprocess_mode
-from app.inference.slot import ARBITER_PID_ENV
+from app.inference.slot import ARBITER_PID_ENV, StartupError
 
 # The same for the single-process server and for every gunicorn worker.
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -66,10 +66,31 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {**UVICORN_OPTIONS, "ws_max_size": settings.stream_ws_max_message_bytes}
 
 
+class _ToldStartupFailure(logging.Filter):
+    """Drops uvicorn's copy of a start-up failure the app has reported itself.
+
+    When the app's lifespan fails, uvicorn logs the exception's whole traceback as one error
+    message. For a `StartupError` the app has already printed the reason on one line and
+    logged it (`app.main`): the traceback would repeat it at length, once per worker.
+    """
+
+    _MARK = f"{StartupError.__module__}.{StartupError.__qualname__}:"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if not isinstance(message, str) or not message.startswith("Traceback"):
+            return True
+        last = message.rstrip().rpartition("\n")[2]
+        return not last.startswith(self._MARK)
+
+
 def serve(target: str, server: ServerSettings) -> int:
     """Serve the ASGI app `target` ("module:attribute") until stopped; the exit status."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # On the logger itself: configure_logging replaces handlers, never a logger's filters,
+    # and gunicorn's forked workers inherit it.
+    logging.getLogger("uvicorn.error").addFilter(_ToldStartupFailure())
     options = uvicorn_options(settings)
     # SIGHUP reloads the checkpoint (app.inference.slot) once the app has started; until then it is
     # ignored rather than fatal (its default), in this process and in gunicorn's workers.
@@ -78,7 +99,10 @@ def serve(target: str, server: ServerSettings) -> int:
         single = uvicorn.Server(
             uvicorn.Config(target, host=server.host, port=server.port, **options)
         )
-        single.run()
+        try:
+            single.run()
+        except SystemExit as stop:  # how uvicorn leaves when the app fails to start
+            return stop.code if isinstance(stop.code, int) else STARTUP_FAILURE
         return 0 if single.started else STARTUP_FAILURE
     arbiter_pid = os.getpid()
     port = server.port or _free_port(server.host)  # every worker must bind the same port

@@ -75,6 +75,11 @@ class ReloadOutcome:
     seconds: float
 
 
+class StartupError(Exception):
+    """The model could not be loaded at start-up, so the server must not start. Raised by the
+    app's lifespan once it has reported why; the message is that reason, on one line."""
+
+
 class ReloadError(Exception):
     """The new checkpoint could not be served; the old one still is. The message says why."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -16,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from training.checkpoint import WEIGHTS_FILE
+from training.checkpoint import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app cannot start
@@ -201,39 +203,75 @@ def corrupt_copy(source: Path, target: Path) -> Path:
     return target
 
 
+def run_app(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_broken_checkpoint_makes_the_process_exit_non_zero(
+def test_an_altered_checkpoint_is_refused_in_one_line_before_serving(
     checkpoints: dict[str, Path], tmp_path: Path, workers: str
 ) -> None:
     broken = corrupt_copy(checkpoints["rnn"], tmp_path / "broken")
-    env = server_env(broken, free_port(), WORKERS=workers)
-    result = subprocess.run(
-        [sys.executable, "-m", "app"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_app(server_env(broken, free_port(), WORKERS=workers))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"rnn-sentiment: cannot serve the checkpoint in {broken}: {broken / WEIGHTS_FILE}: "
+        "sha256 does not match manifest.json (file was altered)"
+    ]
+
+
+def incompatible_copy(source: Path, target: Path) -> Path:
+    """A copy whose config.json is of another format version, re-pinned in its manifest: it
+    passes the manifest check and only loading it fails."""
+    shutil.copytree(source, target)
+    config = json.loads((target / CONFIG_FILE).read_text())
+    config["format_version"] = 99
+    (target / CONFIG_FILE).write_text(json.dumps(config))
+    manifest = json.loads((target / MANIFEST_FILE).read_text())
+    data = (target / CONFIG_FILE).read_bytes()
+    manifest["files"][CONFIG_FILE] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+    (target / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_checkpoint_the_app_cannot_load_ends_in_one_plain_line(
+    checkpoints: dict[str, Path], tmp_path: Path, workers: str
+) -> None:
+    broken = incompatible_copy(checkpoints["rnn"], tmp_path / "future")
+    result = run_app(server_env(broken, free_port(), WORKERS=workers))
     assert result.returncode == STARTUP_FAILURE, result.stderr
-    assert "cannot serve: the model failed to load" in result.stderr
-    assert "model.safetensors: sha256 does not match manifest.json" in result.stderr
+    lines = result.stderr.splitlines()
+    plain = [line for line in lines if not line.startswith("{")]
+    reason = f"{broken / CONFIG_FILE}: format version 99, expected 1"
+    # Once, last, however many workers failed; the log has it too, without a traceback.
+    assert plain == [f"rnn-sentiment: cannot serve the checkpoint in {broken}: {reason}"]
+    assert lines[-1] == plain[0]
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    messages = [entry["message"] for entry in logged if entry["logger"] == "app.main"]
+    assert f"cannot serve: the model failed to load: {reason}" in messages
+    assert "Traceback" not in result.stderr
 
 
-def test_a_missing_checkpoint_makes_the_process_exit_non_zero(tmp_path: Path) -> None:
-    env = server_env(tmp_path / "nowhere", free_port())
-    result = subprocess.run(
-        [sys.executable, "-m", "app"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == STARTUP_FAILURE
-    assert "checkpoint directory does not exist" in result.stderr
+def test_a_missing_checkpoint_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = run_app(server_env(missing, free_port()))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"rnn-sentiment: the model directory {missing} does not exist; set APP_MODEL_DIR= "
+        "(or --model-dir) to a checkpoint directory (`rnn-sentiment train --out DIR` writes one)"
+    ]
 
 
 def test_invalid_settings_exit_before_serving(checkpoints: dict[str, Path]) -> None:
