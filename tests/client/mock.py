@@ -10,7 +10,7 @@ import httpx
 from rnn_sentiment_client import RetryPolicy, SentimentClient
 
 FAST_RETRY = RetryPolicy(retries=3, backoff_s=0.001, max_backoff_s=5.0)
-OK = {
+OK: dict[str, Any] = {
     "label": "positive",
     "score": 0.9,
     "probabilities": {"negative": 0.05, "neutral": 0.05, "positive": 0.9},

@@ -113,8 +113,10 @@ def _accepts_one(wide: Schema, narrow: Schema) -> bool:
         return True
     if "$ref" in wide or "$ref" in narrow:
         # Nested models correspond by name; each is compared field by field on its own.
-        refs = (wide.get("$ref"), narrow.get("$ref"))
-        return None not in refs and component_name(refs[0]) == component_name(refs[1])  # type: ignore[arg-type]
+        wide_ref, narrow_ref = wide.get("$ref"), narrow.get("$ref")
+        if wide_ref is None or narrow_ref is None:
+            return False
+        return component_name(wide_ref) == component_name(narrow_ref)
     wide_values, narrow_values = _values(wide), _values(narrow)
     if narrow_values is not None:
         if wide_values is not None:
