@@ -215,7 +215,13 @@ async def test_lstm_gates_are_the_ones_that_made_the_states(client: httpx.AsyncC
     body = (
         await client.post(
             "/hidden-states",
-            json={"text": TEXT, "layers": "all", "include_gates": True, "include_cell_state": True},
+            json={
+                "text": TEXT,
+                "layers": "all",
+                "include_gates": True,
+                "include_cell_state": True,
+                "full": True,
+            },
         )
     ).json()
     for layer in body["layers"]:
@@ -236,7 +242,9 @@ async def test_lstm_gates_are_the_ones_that_made_the_states(client: httpx.AsyncC
 @pytest.mark.parametrize("kind", list(CHECKPOINT_KINDS))
 async def test_summaries(serve: Any, kind: str) -> None:
     async with serve(kind) as client:
-        body = (await client.post("/hidden-states", json={"text": TEXT, "layers": "all"})).json()
+        body = (
+            await client.post("/hidden-states", json={"text": TEXT, "layers": "all", "full": True})
+        ).json()
         rounded = (
             await client.post("/hidden-states", json={"text": TEXT, "top_k": 2, "decimals": 2})
         ).json()
@@ -260,7 +268,13 @@ async def test_summaries(serve: Any, kind: str) -> None:
 
 
 async def test_units_pick_columns(client: httpx.AsyncClient) -> None:
-    request = {"text": TEXT, "layers": "all", "include_gates": True, "include_cell_state": True}
+    request = {
+        "text": TEXT,
+        "layers": "all",
+        "include_gates": True,
+        "include_cell_state": True,
+        "full": True,
+    }
     full = (await client.post("/hidden-states", json=request)).json()
     picked = (await client.post("/hidden-states", json=request | {"units": [7, 0, 11]})).json()
     for whole, part in zip(full["layers"], picked["layers"], strict=True):
@@ -274,7 +288,7 @@ async def test_units_pick_columns(client: httpx.AsyncClient) -> None:
 
 
 async def test_top_k_picks_the_most_active_units(client: httpx.AsyncClient) -> None:
-    request = {"text": TEXT, "layers": "all", "include_gates": True}
+    request = {"text": TEXT, "layers": "all", "include_gates": True, "full": True}
     full = (await client.post("/hidden-states", json=request)).json()
     top = (await client.post("/hidden-states", json=request | {"top_k": 3})).json()
     for whole, part in zip(full["layers"], top["layers"], strict=True):

@@ -30,6 +30,10 @@ async def hidden_states(
 ) -> Response:
     """Tokens with offsets, per-token hidden states, gates and predictions, and the prediction.
 
+    By default the answer is sized for reading: the 16 most active units of each layer, to 4
+    decimals (each layer's `units` names the ones shown). `full` asks for every unit at float32
+    precision; `units`, `top_k` and `decimals` choose exactly.
+
     The whole answer comes from one pass, the step-by-step trace in the state dtype (GET
     /model: `inference.dtypes.hidden_states`): `prediction` is that trace's final step, equal
     to the last of `steps`. It agrees with /predict for the same text to within
@@ -49,18 +53,21 @@ async def hidden_states(
         ]
         if outside:
             raise InvalidInputError(outside)
+    chosen = body.selection(hidden_size)
     encoded, states = await runtime.trace(
         body.text,
         all_layers=body.layers == "all",
         include_cell=body.include_cell_state,
-        decimals=body.decimals,
+        decimals=chosen.decimals,
         include_gates=body.include_gates,
-        units=body.units,
-        top_k=None if body.top_k is None else min(body.top_k, hidden_size),
+        units=chosen.units,
+        top_k=chosen.top_k,
     )
     unk = runtime.predictor.vocab.unk_id
     response = HiddenStatesResponse.model_construct(
         tokens=token_infos(encoded.tokens, encoded.ids, unk),
+        hidden_size=hidden_size,
+        decimals=chosen.decimals,
         layers=[layer_states_of(layer) for layer in states.layers],
         steps=steps_of(states.steps),
         steps_note=states.steps_note,
@@ -78,8 +85,9 @@ async def hidden_states(
                     "loc": ["body"],
                     "msg": (
                         f"the response would be {len(content)} bytes; the limit is {limit} "
-                        "(APP_MAX_RESPONSE_BYTES): ask for fewer units ('units' or 'top_k'), "
-                        "fewer 'decimals', the last layer only, or no gates or cell states"
+                        "(APP_MAX_RESPONSE_BYTES): ask for fewer units ('units' or 'top_k', "
+                        "not 'full'), fewer 'decimals', the last layer only, or no gates or "
+                        "cell states"
                     ),
                     "type": "response_too_large",
                 }

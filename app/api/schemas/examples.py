@@ -73,6 +73,10 @@ HIDDEN_STATES_EXAMPLES: dict[str, dict[str, Any]] = {
         "summary": "Chosen hidden units only",
         "value": {"text": "not bad at all", "units": [0, 5, 17], "decimals": 4},
     },
+    "full": {
+        "summary": "Every unit at full precision",
+        "value": {"text": "not bad at all", "full": True},
+    },
 }
 
 TOKENIZE_EXAMPLES: dict[str, dict[str, Any]] = {
