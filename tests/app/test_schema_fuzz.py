@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.app.conftest import serve_app
 
 CASES = 150
-SCHEMA_CASES = 1000  # across every route; about 20 s here (README, "Reliability and security")
+SCHEMA_CASES = 1000  # across every route; about 20 s here (what it proves: docs/reliability.md)
 
 
 def test_generated_requests_never_get_a_5xx(make_settings: Any) -> None:

@@ -25,7 +25,7 @@ from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-# The Secret the operator creates (README: Kubernetes) and the Deployment reads.
+# The Secret the operator creates (docs/scaling.md: Kubernetes) and the Deployment reads.
 SECRET_NAME = "rnn-sentiment-secrets"
 SECRET_KEYS = ("APP_API_KEYS", "APP_METRICS_KEYS", "APP_STREAM_SECRET")
 # The oldest Kubernetes the manifests are meant for (autoscaling/v2 and policy/v1 are GA), and
@@ -72,7 +72,7 @@ def _rendered(directory: Path = K8S) -> list[dict[str, Any]]:
 
 
 def _operator_secret() -> dict[str, str]:
-    """What the README's `kubectl create secret` makes: a random value per key."""
+    """What the documented `kubectl create secret` makes: a random value per key."""
     return {name: secrets.token_hex(24) for name in SECRET_KEYS}
 
 
@@ -219,15 +219,15 @@ def test_the_base_holds_no_credentials_and_the_deployment_names_the_secret() -> 
     assert ref["secretRef"].get("optional", False) is False
 
 
-def test_the_readme_creates_the_secret_the_deployment_reads() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_create_the_secret_the_deployment_reads() -> None:
+    guide = (ROOT / "docs" / "scaling.md").read_text()
     [command] = re.findall(
-        r"kubectl (?:-n \S+ )?create secret generic (?:[^\n]*\\\n)*[^\n]*", readme
+        r"kubectl (?:-n \S+ )?create secret generic (?:[^\n]*\\\n)*[^\n]*", guide
     )
     assert f"generic {SECRET_NAME} " in command
     literals = re.findall(r"--from-literal=([A-Z_]+)=", command)
     assert sorted(literals) == sorted(SECRET_KEYS)
-    assert "openssl rand" in command  # generated, never a value written in the README
+    assert "openssl rand" in command  # generated, never a value written in the docs
 
 
 def test_no_annotation_invites_an_unauthenticated_scrape() -> None:
@@ -276,7 +276,7 @@ def test_rolling_update_and_shutdown_keep_capacity() -> None:
 
 
 def test_an_overlay_generates_the_secret_and_sets_the_image(tmp_path: Path) -> None:
-    """The README's other recipe: your own overlay, its secrets.env git-ignored."""
+    """The documented other recipe: your own overlay, its secrets.env git-ignored."""
     (tmp_path / "secrets.env").write_text(
         "".join(f"{name}={value}\n" for name, value in _operator_secret().items())
     )
