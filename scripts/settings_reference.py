@@ -127,7 +127,11 @@ CONTAINER_VALUES = {
         "The image ships the default checkpoint here. For another one, mount it read-only "
         "(see the volumes comment in docker-compose.yml) and point this at the mount.",
     ),
-    "APP_LOG_FORMAT": ("json", "One JSON object per line, for log shippers."),
+    "APP_LOG_FORMAT": (
+        "json",
+        "A container's output goes to a log collector: JSON lines even when it runs with a "
+        "terminal attached (docker run -t).",
+    ),
     "APP_LOG_LEVEL": ("INFO", None),
 }
 # Fixed by docker-compose.yml inside the container (the port mapping and the healthcheck rely
