@@ -5,16 +5,25 @@
 `code` is stable and machine-readable; `message` is a short sentence for people; `details`
 lists field-level problems (422) and is empty otherwise. No traceback ever reaches a client.
 How the routes document these errors in /openapi.json is the API layer's part (`app.api.errors`).
+
+Messages are written for someone who has to fix the request. pydantic's own wording for the
+mistakes people make most ("Extra inputs are not permitted", "Input should be a valid
+dictionary...") is replaced, from the route's request model, by what to send instead
+(`readable_details`): the detail's `type` and `loc` stay pydantic's, so programs that read them
+see no change. An unknown route or method answers with where the API reference is.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -116,8 +125,167 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every failure a request can meet to the common error shape."""
+# pydantic's error types for "this is not an object" (lax and strict mode, models and dicts).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+_JSON_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "true or false"),  # before int: a bool is an int
+    (list, "an array"),
+    (str, "a string"),
+    (int, "a number"),
+    (float, "a number"),
+)
+
+
+def readable_details(
+    errors: Sequence[Mapping[str, Any]], model: type[BaseModel] | None, where: str = "body"
+) -> list[dict[str, Any]]:
+    """pydantic's `errors()` for a request validated with `model`, as the common `details`.
+
+    `where` is the first element of each `loc` (the request's body, or a WebSocket message).
+    An unknown field, a body that is not an object, a missing body or field, and an empty list
+    get messages that say what to send, built from `model`'s fields; every other message is
+    pydantic's or the model's own. The offending input is never echoed back: it can be large,
+    or private.
+    """
+    details = []
+    for error in errors:
+        loc = list(error.get("loc", ()))
+        msg = error.get("msg", "")
+        if model is not None and loc[:1] == [where]:
+            msg = _reworded(error, loc[1:], model) or msg
+        details.append({"loc": loc, "msg": msg, "type": error["type"]})
+    return details
+
+
+def _reworded(error: Mapping[str, Any], path: list[Any], model: type[BaseModel]) -> str | None:
+    """A message for `error` at `path` inside the body that says what to send, or None."""
+    kind = error["type"]
+    if not path:
+        if kind in _NOT_AN_OBJECT:
+            return f"expected a JSON object, not {_json_kind(error.get('input'))}: " + (
+                f"send {expected_body(model)}"
+            )
+        if kind == "missing":
+            return f"expected a JSON object, not an empty body or null: send {expected_body(model)}"
+        return None
+    if len(path) != 1 or not isinstance(path[0], str):
+        return None  # inside a field's value: pydantic's words name the problem there
+    name = path[0]
+    if kind == "extra_forbidden":
+        return f"unknown field: send {expected_body(model)}{_other_fields(model)}"
+    if kind == "missing":
+        return f"required: send {expected_body(model)}"
+    if kind == "too_short" and error.get("ctx", {}).get("field_type") == "List":
+        wanted = int(error["ctx"].get("min_length", 1))
+        item = name[:-1] if name.endswith("s") and not name.endswith("ss") else "item"
+        if wanted == 1:
+            return f"'{name}' is empty: send at least one {item}"
+        return f"'{name}' has too few items: send at least {wanted}"
+    return None
+
+
+def expected_body(model: type[BaseModel]) -> str:
+    """The object `model` accepts, sketched: `{"text": "..."}`.
+
+    Its required fields (all its fields when none is required), or, for a model whose
+    `alternatives` names fields of which exactly one must be sent, one sketch per alternative:
+    `{"text": "..."} or {"texts": ["...", ...]}`.
+    """
+    alternatives: Sequence[str] = getattr(model, "alternatives", ())
+    if alternatives:
+        return " or ".join(_sketch(model, [name]) for name in alternatives)
+    return _sketch(model, _shown_fields(model))
+
+
+def _shown_fields(model: type[BaseModel]) -> list[str]:
+    """The fields `expected_body` sketches."""
+    alternatives: Sequence[str] = getattr(model, "alternatives", ())
+    required = [name for name, field in model.model_fields.items() if field.is_required()]
+    return list(alternatives or required or model.model_fields)
+
+
+def _sketch(model: type[BaseModel], names: Sequence[str]) -> str:
+    fields = model.model_fields
+    pairs = (f'"{name}": {_placeholder(fields[name].annotation)}' for name in names)
+    return "{" + ", ".join(pairs) + "}"
+
+
+def _placeholder(annotation: Any) -> str:
+    """A JSON placeholder for a value of `annotation`: "...", ["...", ...], 0, true."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        present = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return _placeholder(present[0]) if len(present) == 1 else '"..."'
+    if origin is typing.Annotated:
+        return _placeholder(typing.get_args(annotation)[0])
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (str,)
+        return f"[{_placeholder(item)}, ...]"
+    if annotation is bool:
+        return "true"
+    if annotation in (int, float):
+        return "0"
+    return '"..."'
+
+
+def _other_fields(model: type[BaseModel]) -> str:
+    """The accepted fields `expected_body` leaves out, as "; optional: 'a', 'b'"."""
+    shown = set(_shown_fields(model))
+    others = [name for name in model.model_fields if name not in shown]
+    return "; optional: " + ", ".join(f"'{name}'" for name in others) if others else ""
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    for python_type, kind in _JSON_KINDS:
+        if isinstance(value, python_type):
+            return kind
+    return "this value"
+
+
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The request model of the route that refused the request, when it has one."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+# A path echoed in a message is cut to this many characters: it comes from the client.
+_PATH_CHARS = 200
+
+
+def _no_route(
+    request: Request, exc: StarletteHTTPException, docs_path: str | None
+) -> tuple[str, list[dict[str, Any]]]:
+    """404 and 405: what was asked for, and where the API reference is (or that it is off)."""
+    method = request.method[:16]
+    path = request.url.path
+    if len(path) > _PATH_CHARS:
+        path = path[:_PATH_CHARS] + "..."
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        what = f"{method} is not allowed on {path}" + (f": use {allowed}" if allowed else "")
+        detail: dict[str, Any] = {"loc": ["method"], "msg": what, "type": "method_not_allowed"}
+    else:
+        routed = request.scope.get("endpoint") is not None or "route" in request.scope
+        what = f"Nothing at {method} {path}" if routed else f"No route {method} {path}"
+        detail = {"loc": ["path"], "msg": what, "type": "not_found"}
+    if docs_path is None:
+        return f"{what}. The API reference is turned off here (APP_DOCS=false).", [detail]
+    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    url = f"{root.rstrip('/')}{docs_path}"
+    detail["url"] = url
+    return f"{what}. The API reference is at {url}.", [detail]
+
+
+def install_error_handlers(app: FastAPI, *, docs_path: str | None = "/docs") -> None:
+    """Map every failure a request can meet to the common error shape.
+
+    `docs_path` is where the API reference is served (None: it is not), for 404 and 405.
+    """
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -128,17 +296,21 @@ def install_error_handlers(app: FastAPI) -> None:
         details = _validation_details(exc)
         if any(detail["type"] == "json_invalid" for detail in details):
             return error_response(400, "malformed_json", DEFAULT_MESSAGES[400], details)
+        details = readable_details(exc.errors(), _body_model(request))
         return error_response(422, "validation_error", summarise(details), details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         status = exc.status_code
+        details: list[dict[str, Any]] = []
         if status in (408, 413) and isinstance(exc.detail, str) and exc.detail.startswith("The "):
             message = exc.detail
+        elif status in (404, 405):
+            message, details = _no_route(request, exc, docs_path)
         else:
             # FastAPI's and Starlette's own details ("Not Found", "There was an error parsing
             # the body") are replaced by messages written for this API's clients.
             message = DEFAULT_MESSAGES.get(status, "HTTP error.")
         return error_response(
-            status, ERROR_CODES.get(status, "http_error"), message, headers=exc.headers
+            status, ERROR_CODES.get(status, "http_error"), message, details, headers=exc.headers
         )

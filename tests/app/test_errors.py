@@ -171,14 +171,202 @@ async def test_streamed_body_is_refused_before_it_is_read_whole(serve: Any) -> N
     assert len(sent) < 10  # the rest was never read
 
 
-async def test_unknown_route_is_404(client: httpx.AsyncClient) -> None:
-    assert_error(await client.get("/nope"), 404, "not_found")
+PREDICT_BODY = 'send {"text": "..."} or {"texts": ["...", ...]}'
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(
+    ("body", "loc", "type_", "msg"),
+    [
+        pytest.param(
+            {"sentence": "hi"},
+            ["body", "sentence"],
+            "extra_forbidden",
+            f"unknown field: {PREDICT_BODY}",
+            id="unknown-field",
+        ),
+        pytest.param(
+            ["hi"],
+            ["body"],
+            "model_attributes_type",
+            f"expected a JSON object, not an array: {PREDICT_BODY}",
+            id="array",
+        ),
+        pytest.param(
+            "hi",
+            ["body"],
+            "model_attributes_type",
+            f"expected a JSON object, not a string: {PREDICT_BODY}",
+            id="string",
+        ),
+        pytest.param(
+            None,
+            ["body"],
+            "missing",
+            f"expected a JSON object, not an empty body or null: {PREDICT_BODY}",
+            id="null",
+        ),
+        pytest.param(
+            {"texts": []},
+            ["body", "texts"],
+            "too_short",
+            "'texts' is empty: send at least one text",
+            id="empty-texts",
+        ),
+    ],
+)
+async def test_common_mistakes_are_answered_with_what_to_send(
+    serve: Any, fast_path: bool, body: Any, loc: list[str], type_: str, msg: str
+) -> None:
+    async with serve("gru", fast_path=fast_path) as client:
+        response = await client.post("/predict", json=body)
+    error = assert_error(response, 422, "validation_error")
+    assert error["details"] == [{"loc": loc, "msg": msg, "type": type_}]
+    assert error["message"] == f"{'.'.join(loc)}: {msg}"
+
+
+async def test_the_fast_path_and_the_route_give_the_same_errors(serve: Any) -> None:
+    bodies: list[Any] = [
+        {"sentence": "hi"},
+        [],
+        {"texts": []},
+        {"text": "a", "texts": ["b"]},
+        {"texts": ["ok", " ", 3]},
+        {"text": "hi", "extra": 1, "more": 2},
+    ]
+    answers = []
+    for fast_path in (True, False):
+        async with serve("gru", fast_path=fast_path) as client:
+            answers.append(
+                [(await client.post("/predict", json=b)).json()["error"] for b in bodies]
+            )
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "msg"),
+    [
+        pytest.param(
+            "/hidden-states",
+            {"text": "x", "colour": "red"},
+            'unknown field: send {"text": "..."}; optional: \'layers\', '
+            "'include_cell_state', 'decimals', 'include_gates', 'units', 'top_k', 'full'",
+            id="hidden-states",
+        ),
+        pytest.param(
+            "/explain",
+            {"text": "x", "method": "occlusion"},
+            "unknown field: send {\"text\": \"...\"}; optional: 'label', 'methods', "
+            "'steps', 'baseline', 'occlusion', 'decimals'",
+            id="explain",
+        ),
+        pytest.param(
+            "/tokenize",
+            {"text": "x", "lang": "en"},
+            'unknown field: send {"text": "..."}',
+            id="tokenize",
+        ),
+        pytest.param(
+            "/stream",
+            {"piece": "x"},
+            'unknown field: send {"text": "...", "state": "...", "final": true}',
+            id="stream",
+        ),
+    ],
+)
+async def test_an_unknown_field_names_the_routes_fields(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], msg: str
+) -> None:
+    error = assert_error(await client.post(path, json=body), 422, "validation_error")
+    unknown = [detail for detail in error["details"] if detail["type"] == "extra_forbidden"]
+    assert [detail["msg"] for detail in unknown] == [msg]
+
+
+async def test_a_missing_field_and_an_empty_list_say_what_to_send(
+    client: httpx.AsyncClient,
+) -> None:
+    missing = await client.post("/hidden-states", json={"texts": ["x"]})
+    methods = await client.post("/explain", json={"text": "x", "methods": []})
+    units = await client.post("/hidden-states", json={"text": "x", "units": []})
+    array = await client.post("/tokenize", json=[{"text": "x"}])
+    assert {
+        (tuple(d["loc"]), d["msg"])
+        for d in assert_error(missing, 422, "validation_error")["details"]
+    } >= {(("body", "text"), 'required: send {"text": "..."}')}
+    assert assert_error(methods, 422, "validation_error")["details"][0]["msg"] == (
+        "'methods' is empty: send at least one method"
+    )
+    assert assert_error(units, 422, "validation_error")["details"][0]["msg"] == (
+        "'units' is empty: send at least one unit"
+    )
+    assert assert_error(array, 422, "validation_error")["details"][0]["msg"] == (
+        'expected a JSON object, not an array: send {"text": "..."}'
+    )
+
+
+async def test_other_validation_messages_are_left_as_they_are(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", json={"texts": ["fine", 3]})
+    (detail,) = assert_error(response, 422, "validation_error")["details"]
+    assert detail == {
+        "loc": ["body", "texts", 1],
+        "msg": "Input should be a valid string",
+        "type": "string_type",
+    }
+
+
+async def test_unknown_route_is_404_with_the_docs_url(client: httpx.AsyncClient) -> None:
+    response = await client.post("/foo", json={})
+    error = assert_error(response, 404, "not_found")
+    assert error["message"] == "No route POST /foo. The API reference is at /docs."
+    assert error["details"] == [
+        {"loc": ["path"], "msg": "No route POST /foo", "type": "not_found", "url": "/docs"}
+    ]
+    assert (await client.get(error["details"][0]["url"])).status_code == 200
+
+
+async def test_a_missing_static_file_is_404_with_the_docs_url(client: httpx.AsyncClient) -> None:
+    error = assert_error(await client.get("/static/nope.js"), 404, "not_found")
+    assert error["message"] == "Nothing at GET /static/nope.js. The API reference is at /docs."
 
 
 async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
     response = await client.get("/predict")
-    assert_error(response, 405, "method_not_allowed")
+    error = assert_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "POST"
+    assert (
+        error["message"]
+        == "GET is not allowed on /predict: use POST. The API reference is at /docs."
+    )
+    assert error["details"][0]["url"] == "/docs"
+
+
+async def test_the_docs_url_follows_the_root_path(make_settings: Any) -> None:
+    app = create_app(make_settings("rnn"))
+    transport = httpx.ASGITransport(app=app, root_path="/sentiment")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/sentiment/nope")
+    error = assert_error(response, 404, "not_found")
+    assert (
+        error["message"] == "No route GET /sentiment/nope. The API reference is at /sentiment/docs."
+    )
+    assert error["details"][0]["url"] == "/sentiment/docs"
+
+
+async def test_without_docs_the_404_says_they_are_off(serve: Any) -> None:
+    async with serve("rnn", docs=False) as client:
+        response = await client.get("/nope")
+    error = assert_error(response, 404, "not_found")
+    assert (
+        error["message"]
+        == "No route GET /nope. The API reference is turned off here (APP_DOCS=false)."
+    )
+    assert "url" not in error["details"][0]
+
+
+async def test_a_long_path_is_cut_in_the_message(client: httpx.AsyncClient) -> None:
+    error = assert_error(await client.get("/" + "a" * 5000), 404, "not_found")
+    assert len(error["message"]) < 300
+    assert "a" * 199 + "..." in error["message"]
 
 
 async def test_not_ready_is_503_with_retry_after(make_settings: Any) -> None:

@@ -9,9 +9,10 @@ from fastapi.responses import HTMLResponse
 router = APIRouter(include_in_schema=False)
 
 STATIC = "/static"
+DOCS_PATH = "/docs"  # 404 and 405 answers point here (app.http.errors)
 
 
-@router.get("/docs")
+@router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI."""
     return get_swagger_ui_html(

@@ -28,7 +28,7 @@ from app.api.schemas.stream import StreamRequest, StreamResponse
 from app.core.config import Settings
 from app.core.errors import ApiError
 from app.core.logging import request_id_var
-from app.http.errors import error_body
+from app.http.errors import error_body, readable_details
 from app.http.ratelimit import TokenBucket
 from app.http.security import Gate, header
 from app.inference.batching import DeadlineExceededError, OverloadedError
@@ -236,14 +236,14 @@ async def _answer(
     try:
         body = StreamRequest.model_validate(payload)
     except ValidationError as error:
-        details = [
-            {
-                "loc": ["message", *error_detail.get("loc", ())],
-                "msg": error_detail.get("msg", ""),
-                "type": error_detail["type"],
-            }
-            for error_detail in error.errors(include_url=False, include_input=False)
-        ]
+        details = readable_details(
+            [
+                {**error_detail, "loc": ("message", *error_detail.get("loc", ()))}
+                for error_detail in error.errors(include_url=False)
+            ],
+            StreamRequest,
+            where="message",
+        )
         await _close(
             websocket,
             CloseCode.POLICY_VIOLATION,

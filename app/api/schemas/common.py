@@ -68,6 +68,9 @@ class ErrorDetail(BaseModel):
     loc: list[str | int] = Field(description="Where: e.g. ['body', 'texts', 2].")
     msg: str
     type: str = Field(description="Stable machine-readable kind, e.g. 'too_many_tokens'.")
+    url: str | None = Field(
+        None, description="A page that helps, when there is one: the API reference for a 404."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -25,6 +25,10 @@ class PredictRequest(BaseModel):
         strict=True,
         json_schema_extra={"examples": examples.values(examples.PREDICT_EXAMPLES)},
     )
+
+    # Exactly one of these is sent: error messages sketch the body from them
+    # (app.http.errors.expected_body).
+    alternatives: ClassVar[tuple[str, ...]] = ("text", "texts")
 
     text: Text | None = None
     texts: Texts | None = Field(None, description="Texts, answered in order.")

@@ -119,6 +119,37 @@ async def test_websocket_closes_cleanly_on_bad_input(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("payload", "loc", "msg"),
+    [
+        pytest.param(
+            {"piece": "hi"},
+            ["message", "piece"],
+            'unknown field: send {"text": "...", "state": "...", "final": true}',
+            id="unknown-field",
+        ),
+        pytest.param(
+            [1, 2],
+            ["message"],
+            'expected a JSON object, not an array: send {"text": "...", "state": "...", '
+            '"final": true}',
+            id="array",
+        ),
+    ],
+)
+async def test_websocket_says_what_message_to_send(
+    make_settings: Any, payload: Any, loc: list[str], msg: str
+) -> None:
+    async with started(make_settings, "gru") as (_, app), websocket(app) as ws:
+        await ws.send(payload)
+        _, _, error = await ws.expect_close()
+    assert error is not None
+    assert error["error"]["details"][0]["loc"] == loc
+    assert error["error"]["details"][0]["msg"] == msg
+    assert error["error"]["message"] == f"{'.'.join(loc)}: {msg}"
+
+
+@pytest.mark.anyio
 async def test_websocket_rate_limit(make_settings: Any) -> None:
     limits = {"stream_ws_rate": 0.001, "stream_ws_burst": 3}
     async with started(make_settings, "gru", **limits) as (_, app), websocket(app) as ws:
