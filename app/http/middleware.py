@@ -20,7 +20,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Sequence
 
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -293,3 +294,204 @@ async def _send_error(
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------------------------
+# Compression
+
+GZIP_MINIMUM_BYTES = 1024
+"""Smaller bodies are sent as they are: gzip's header and a round trip through zlib cost more
+than the bytes they would save."""
+GZIP_LEVEL = 6  # zlib's default: most of level 9's ratio on JSON, at a fraction of its time
+GZIP_THREAD_BYTES = 256 * 1024  # bodies this large are compressed off the event loop
+# Bodies already compressed, or read as a stream as they arrive, are sent as they are.
+_NOT_COMPRESSED_TYPES = (b"text/event-stream", b"image/", b"audio/", b"video/", b"font/woff")
+_NOT_COMPRESSED_STATUSES = frozenset({204, 206, 304})
+_MAX_CODINGS = 64  # an Accept-Encoding header with more elements than this is read no further
+
+
+def accepts_gzip(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the request's Accept-Encoding headers accept gzip (RFC 9110, 12.5.3).
+
+    `gzip` (or `x-gzip`) with a quality above 0 accepts it, and so does `*` when gzip is not
+    named; `gzip;q=0` refuses it. An element whose quality cannot be read counts as absent.
+    Never raises, whatever the header holds.
+    """
+    gzip_q: float | None = None
+    star_q: float | None = None
+    for name, value in headers:
+        if name != b"accept-encoding":
+            continue
+        codings = value.lower()
+        if b"gzip" not in codings and b"*" not in codings:
+            continue
+        for element in codings.split(b",", _MAX_CODINGS)[:_MAX_CODINGS]:
+            coding, _, parameters = element.partition(b";")
+            coding = coding.strip()
+            if coding not in (b"gzip", b"x-gzip", b"*"):
+                continue
+            quality = _quality(parameters)
+            if quality is None:
+                continue
+            if coding == b"*":
+                star_q = quality
+            else:
+                gzip_q = quality
+    if gzip_q is not None:
+        return gzip_q > 0
+    return star_q is not None and star_q > 0
+
+
+_QVALUE = re.compile(rb"\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*")
+
+
+def _quality(parameters: bytes) -> float | None:
+    """The `q` of an Accept-Encoding element's parameters: 1 when absent, None when invalid."""
+    if not parameters.strip():
+        return 1.0
+    match = _QVALUE.fullmatch(parameters)
+    return float(match[1]) if match else None
+
+
+class GzipMiddleware:
+    """gzip for responses of `minimum_size` bytes or more, to clients that accept it.
+
+    A plain ASGI middleware, outside the request middleware so that the fast /predict path's
+    answers are compressed too. A request without gzip in Accept-Encoding (and any HEAD
+    request, or WebSocket) costs one look at its headers and passes straight through. For the
+    others, a response whose Content-Length is below the threshold (a single /predict) is
+    sent as it is, only gaining `Vary: Accept-Encoding`; a larger one is compressed in one go,
+    and a response that streams its body (no length, or several pieces) is compressed piece by
+    piece, each piece flushed so the client can read it as it comes. Responses that are
+    already encoded, partial, empty by status, marked `no-transform`, or of a type that is
+    compressed already or read as it arrives (event streams) are left alone.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        minimum_size: int = GZIP_MINIMUM_BYTES,
+        level: int = GZIP_LEVEL,
+        thread_bytes: int = GZIP_THREAD_BYTES,
+    ) -> None:
+        self.app = app
+        self.minimum_size = minimum_size
+        self.level = level
+        self.thread_bytes = thread_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] == "HEAD"
+            or not accepts_gzip(scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _GzipSend(self, send))
+
+
+class _GzipSend:
+    """The `send` of one response to a client that accepts gzip (see `GzipMiddleware`)."""
+
+    __slots__ = ("compressor", "middleware", "mode", "send", "start")
+
+    def __init__(self, middleware: GzipMiddleware, send: Send) -> None:
+        self.middleware = middleware
+        self.send = send
+        self.start: Message | None = None  # held until the first body piece decides
+        self.mode = "undecided"  # then "identity" or "gzip"
+        self.compressor: zlib._Compress | None = None
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._start(message)
+            if self.mode == "identity":
+                await self.send(message)
+            return
+        if self.mode == "identity" or kind != "http.response.body":
+            if self.start is not None:  # e.g. a file sent by path: it goes as it is
+                start, self.start = self.start, None
+                await self.send(start)
+            await self.send(message)
+            return
+        body: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self.mode == "undecided":
+            assert self.start is not None
+            start, self.start = self.start, None
+            if not more and len(body) < self.middleware.minimum_size:
+                self.mode = "identity"
+                await self.send(start)
+                await self.send(message)
+                return
+            self.mode = "gzip"
+            self.compressor = zlib.compressobj(self.middleware.level, zlib.DEFLATED, 31)
+            compressed = await self._compress(body, more)
+            start["headers"] = _gzip_headers(start["headers"], None if more else len(compressed))
+            await self.send(start)
+        else:
+            compressed = await self._compress(body, more)
+        await self.send({"type": "http.response.body", "body": compressed, "more_body": more})
+
+    def _start(self, message: Message) -> None:
+        """Decide what can be decided from the status and headers alone."""
+        length: int | None = None
+        compressible = message["status"] not in _NOT_COMPRESSED_STATUSES
+        for name, value in message.get("headers", ()):
+            if name in (b"content-encoding", b"content-range"):
+                compressible = False
+            elif name == b"content-type":
+                compressible = compressible and not value.lower().startswith(_NOT_COMPRESSED_TYPES)
+            elif name == b"cache-control" and b"no-transform" in value.lower():
+                compressible = False
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        if not compressible:
+            self.mode = "identity"
+            return
+        message["headers"] = _with_vary(message.get("headers", ()))
+        if length is not None and length < self.middleware.minimum_size:
+            self.mode = "identity"  # the common small answer: no copy, no buffering
+        else:
+            self.start = message
+
+    async def _compress(self, body: bytes, more: bool) -> bytes:
+        compressor = self.compressor
+        assert compressor is not None
+        flush = zlib.Z_SYNC_FLUSH if more else zlib.Z_FINISH
+
+        def run() -> bytes:
+            return compressor.compress(body) + compressor.flush(flush)
+
+        if len(body) >= self.middleware.thread_bytes:
+            return await asyncio.to_thread(run)
+        return run()
+
+
+def _with_vary(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` with Accept-Encoding added to Vary (to the one Vary header there is)."""
+    out = []
+    varied = False
+    for name, value in headers:
+        if name == b"vary" and not varied:
+            varied = True
+            if b"accept-encoding" not in value.lower() and value.strip() != b"*":
+                out.append((name, value + b", Accept-Encoding"))
+                continue
+        out.append((name, value))
+    if not varied:
+        out.append((b"vary", b"Accept-Encoding"))
+    return out
+
+
+def _gzip_headers(
+    headers: Iterable[tuple[bytes, bytes]], length: int | None
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers for a gzip body of `length` bytes (None: streamed, unknown)."""
+    out = [(name, value) for name, value in headers if name != b"content-length"]
+    out.append((b"content-encoding", b"gzip"))
+    if length is not None:
+        out.append((b"content-length", b"%d" % length))
+    return out
