@@ -7,7 +7,7 @@
 # dependencies into a virtualenv (and has the toolchain), `project` builds the project's wheel,
 # `runtime` is the slim image that ships: the virtualenv, the checkpoint and the wheel, run as
 # a non-root user.
-# The README's "Deployment (container)" section documents the build arguments and settings.
+# docs/deployment.md documents the build arguments and settings.
 
 # The runtime dependencies alone, so that editing anything else in pyproject.toml (dev tools,
 # tool settings) leaves the expensive dependency layer below cached.

@@ -244,7 +244,7 @@ API_LOGS=$(IMAGE=$IMAGE docker compose "${COMPOSE[@]}" logs api 2>&1)
 if grep -q 'APP_STREAM_SECRET is not set' <<<"$API_LOGS"; then
     fail "the compose service did not get APP_STREAM_SECRET from the environment"
 fi
-# README, "Deploying a new model without a restart": SIGHUP to the container reaches the server
+# docs/operations.md, "Deploying a new model without a restart": SIGHUP to the container reaches the server
 # (PID 1), the arbiter passes it to both workers, each reloads (the checkpoint is the one
 # served: "nothing to do") and the service stays up.
 say "docker compose kill -s HUP api: both workers reload, the service keeps answering"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scale-out check (README: Scaling out), called by .ci/run after the container check. Root, no
+# Scale-out check (docs/scaling.md), called by .ci/run after the container check. Root, no
 # stdin. The same engine and stand-in recipe as .ci/container.sh (shared: .ci/lib.sh):
 #
 #  1. static: hadolint on deploy/nginx/Dockerfile; `docker compose config` of docker-compose.yml

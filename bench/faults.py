@@ -277,7 +277,7 @@ def main() -> int:
     return 0 if all(checks.values()) else 1
 
 
-# The documented recovery time (README, Reliability): a killed worker serves again, and a
+# The documented recovery time (docs/reliability.md): a killed worker serves again, and a
 # restarted service is ready again, within this many seconds (measured 2.7-5.4 s here).
 READY_WITHIN_S = 10.0
 

@@ -1,4 +1,4 @@
-"""Hot-swap benchmark: the served model reloaded again and again under load (README: Reliability).
+"""Hot-swap benchmark: the served model reloaded again and again under load (docs/reliability.md).
 
 Starts `make serve` (`WORKERS=2` unless `--workers`) with `APP_MODEL_DIR` a symlink to one of
 two checkpoints: the default model and a re-saved copy of it under another name (same weights,
