@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
 import json
 import os
 import sys
@@ -51,6 +50,10 @@ STDIN = "-"
 # length share a pass (less padding to compute) while memory stays bounded on any input.
 WINDOW_BATCHES = 16
 USAGE_ERROR = 2
+
+
+# Told how many more texts have been written (the progress bar, or nothing).
+Tracker = Callable[[int], None]
 
 
 class InputError(Exception):
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rnn-sentiment predict")
     except InputError as error:
         return _refuse(str(error))
     try:
-        with _input(args.input, args.format) as stream:
+        with _input(args.input) as stream:
             records = read_records(stream, args.format, args.text_field, _name(args.input))
             with _output(args.out) as out, _progress() as advance:
                 refused = scorer.write(records, out, args.batch_size, advance)
@@ -160,49 +163,46 @@ def _name(source: str) -> str:
 
 
 @contextlib.contextmanager
-def _input(source: str, input_format: InputFormat) -> Iterator[IO[str]]:
-    """The input as text: UTF-8, a BOM dropped; line ends kept as written for csv (which
-    reads them itself), universal otherwise."""
-    newline = "" if input_format == "csv" else None
+def _input(source: str) -> Iterator[IO[bytes]]:
+    """The input's bytes: decoded line by line (`_decoded`), so a bad byte names its line."""
     if source == STDIN:
-        yield io.TextIOWrapper(
-            sys.stdin.buffer, encoding="utf-8-sig", newline=newline, errors="strict"
-        )
+        yield sys.stdin.buffer
         return
-    with Path(source).open(encoding="utf-8-sig", newline=newline) as handle:
+    with Path(source).open("rb") as handle:
         yield handle
 
 
+def _decoded(stream: IO[bytes], name: str) -> Iterator[str]:
+    """Each line of `stream` as UTF-8 text, its line break kept; a BOM at the start dropped."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}:{number}: not valid UTF-8 (save the file as UTF-8)") from None
+        yield line
+
+
 def read_records(
-    stream: IO[str], input_format: InputFormat, text_field: str, name: str
+    stream: IO[bytes], input_format: InputFormat, text_field: str, name: str
 ) -> Iterator[Record]:
     """The texts of `stream`, lazily; `InputError` naming the line for a malformed input."""
-    reader = {"lines": _lines, "csv": _csv_rows, "jsonl": _jsonl_objects}[input_format]
-    line = 0
-
-    def where(current: int) -> None:
-        nonlocal line
-        line = current
-
-    try:
-        yield from reader(stream, text_field, name, where)
-    except UnicodeDecodeError:
-        raise InputError(f"{name}:{line + 1}: not valid UTF-8 (save the file as UTF-8)") from None
+    lines = _decoded(stream, name)
+    if input_format == "csv":
+        return _csv_rows(lines, text_field, name)
+    if input_format == "jsonl":
+        return _jsonl_objects(lines, text_field, name)
+    return _lines(lines)
 
 
-Tracker = Callable[[int], None]
-
-
-def _lines(stream: IO[str], text_field: str, name: str, where: Tracker) -> Iterator[Record]:
-    for number, raw in enumerate(stream, start=1):
-        where(number)
-        text = raw.removesuffix("\n")
+def _lines(lines: Iterable[str]) -> Iterator[Record]:
+    for number, raw in enumerate(lines, start=1):
+        text = raw.removesuffix("\n").removesuffix("\r")
         if text.strip():
             yield Record(number, text)
 
 
-def _csv_rows(stream: IO[str], text_field: str, name: str, where: Tracker) -> Iterator[Record]:
-    reader = csv.reader(stream, strict=True)
+def _csv_rows(lines: Iterable[str], text_field: str, name: str) -> Iterator[Record]:
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -216,7 +216,6 @@ def _csv_rows(stream: IO[str], text_field: str, name: str, where: Tracker) -> It
         index = columns.index(text_field)
         start = reader.line_num + 1
         for row in reader:
-            where(start)
             if row:  # [] for a blank line
                 if len(row) != len(columns):
                     raise InputError(
@@ -229,9 +228,8 @@ def _csv_rows(stream: IO[str], text_field: str, name: str, where: Tracker) -> It
         raise InputError(f"{name}:{reader.line_num}: malformed CSV ({error})") from None
 
 
-def _jsonl_objects(stream: IO[str], text_field: str, name: str, where: Tracker) -> Iterator[Record]:
-    for number, raw in enumerate(stream, start=1):
-        where(number)
+def _jsonl_objects(lines: Iterable[str], text_field: str, name: str) -> Iterator[Record]:
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
