@@ -4,12 +4,14 @@ summary, an `--out` that is kept unless `--force`, and one line for each data mi
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from rnn_sentiment.cli import main
-from tests.cli.conftest import assert_one_line_error, rnn_sentiment
+from tests.cli.conftest import REPO, assert_one_line_error, clean_env, rnn_sentiment
 from tests.training.test_train import write_corpus
 from training.__main__ import (
     SMALL_TEST_SPLIT,
@@ -172,3 +174,28 @@ def test_summary_paths_are_quoted_for_the_shell(tmp_path: Path) -> None:
         f"  checkpoint  {out}",  # no plots line: there are none (matplotlib missing, say)
         f"  serve it    rnn-sentiment serve --model-dir '{out}'",
     ]
+
+
+def test_without_the_training_extras_it_says_how_to_install_them(tmp_path: Path) -> None:
+    data = write_corpus(tmp_path / "tiny.jsonl", per_label=2)
+    # The import system treats a None entry in sys.modules as a package that is not there.
+    probe = (
+        "import sys\n"
+        "sys.modules['tqdm'] = None\n"
+        "from rnn_sentiment.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(data)!r}, '--out', {str(tmp_path / 'm')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    line = assert_one_line_error(result)
+    assert line == (
+        "rnn-sentiment: train needs the training extras (tqdm is missing): "
+        "pip install -e '.[train]' (or make install-train)"
+    )
