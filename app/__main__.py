@@ -98,7 +98,7 @@ _HELP = {
     "--log-format": "log line format",
 }
 _DESCRIPTION = """\
-Serve the sentiment API (the same as `python -m app`).
+Serve the sentiment API (`python -m app` and `rnn-sentiment serve` are one command).
 
 Each option sets the environment variable named in its help, and the variable is used when
 the option is not given. Every other setting is an APP_* variable (see env.example).
