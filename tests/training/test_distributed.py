@@ -99,8 +99,11 @@ def test_two_processes_train_one_checkpoint_as_good_as_one_process(tmp_path: Pat
     out0, err0 = _rank_logs(logs, 0)
     out1, err1 = _rank_logs(logs, 1)
     assert out0.startswith(f"wrote {out}: test accuracy")
-    assert out0.rstrip().endswith("2 processes")
+    assert out0.splitlines()[0].endswith("2 processes")
+    assert out0.rstrip().endswith(f"serve it    rnn-sentiment serve --model-dir {out}")
     assert out1 == ""
+    assert "warning: the test split holds only" in err0  # 24 test examples
+    assert "warning" not in err1
     assert "epoch 1/20" in err0
     assert "process group: 2 processes, gloo backend" in err0
     assert "epoch" not in err1
