@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
 from app.main import create_app
+from rnn_sentiment.predict import _progress
 from rnn_sentiment.predict import main as predict_main
 from tests.cli.conftest import assert_one_line_error, rnn_sentiment
 
@@ -212,3 +214,24 @@ def test_a_missing_model_dir_or_input_is_one_line(tmp_path: Path) -> None:
         rnn_sentiment("predict", str(tmp_path / "nothing.txt")),
         "nothing.txt: no such file (give a file to score, or - for stdin)",
     )
+
+
+def test_the_progress_bar_is_drawn_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with _progress() as advance:
+        advance(1024)
+        advance(3)
+    assert "1027 texts" in terminal.getvalue()
+
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    with _progress() as advance:
+        advance(1024)
+    assert pipe.getvalue() == ""
