@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "rnn-sentiment predict")
     if args.batch_size < 1:
         return _refuse("--batch-size must be at least 1")
     if args.input != STDIN and not Path(args.input).is_file():
-        return _refuse(f"{args.input}: no such file (give a file to score, or - for stdin)")
+        missing = "not a file" if Path(args.input).exists() else "no such file"
+        return _refuse(f"{args.input}: {missing} (give a file to score, or - for stdin)")
     if args.out is not None:
         if args.out.exists() and not args.force:
             return _refuse(
@@ -141,6 +142,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "rnn-sentiment predict")
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as error:  # an unreadable input, a full disk under --out
+        return _refuse(f"{error.filename or args.input}: {error.strerror}")
     if refused:
         print(
             f"rnn-sentiment: {refused} text(s) had nothing the model can read; their lines "

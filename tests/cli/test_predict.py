@@ -214,6 +214,10 @@ def test_a_missing_model_dir_or_input_is_one_line(tmp_path: Path) -> None:
         rnn_sentiment("predict", str(tmp_path / "nothing.txt")),
         "nothing.txt: no such file (give a file to score, or - for stdin)",
     )
+    assert_one_line_error(
+        rnn_sentiment("predict", str(tmp_path)),
+        f"{tmp_path}: not a file (give a file to score, or - for stdin)",
+    )
 
 
 def test_the_progress_bar_is_drawn_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
