@@ -178,6 +178,8 @@
     state.controller = controller;
     const sequence = ++state.sequence;
     setStatus("Reading…");
+    // Asks for exactly what it draws (the units of the top-k box, DECIMALS decimals) rather
+    // than relying on the server's defaults.
     const hiddenRequest = api(
       "POST",
       "/hidden-states",
@@ -647,7 +649,7 @@
     const hidden = state.hidden;
     const layer = hidden.layers[state.layer];
     const units = layer.units || layer.hidden[0].map((_, u) => u);
-    const total = state.model ? state.model.architecture.hidden_size : null;
+    const total = hidden.hidden_size || (state.model ? state.model.architecture.hidden_size : null);
     $("units-hint").textContent = layer.units
       ? `the ${units.length} most active of ${total || "the"} units (largest mean |h|)`
       : `all ${units.length} units`;
