@@ -61,6 +61,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY training/ training/
+COPY rnn_sentiment/ rnn_sentiment/
 RUN pip wheel --no-deps --wheel-dir /dist .
 
 # The checkpoint, world-readable whatever modes its files had in the build context (the

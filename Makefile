@@ -108,10 +108,10 @@ typecheck: $(VENV)/.dev ## mypy only
 	$(VENV)/bin/lint-imports
 
 docs: $(VENV)/.dev ## Build the documentation site into site/ (strict: a broken link fails)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: $(VENV)/.dev ## Serve the documentation site with live reload on 127.0.0.1:8001
-	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 compare-cells: $(VENV)/.train ## Plain RNN vs LSTM vs GRU on the same data and budget (2 seeds)
 	$(PY) -m training compare --config training/configs/default.toml \

@@ -3,7 +3,7 @@
 runs `main` with its own program name).
 
 `train` also runs under `torchrun` (data-parallel over several processes; see
-`training/distributed.py` and the README's "Distributed training").
+`training/distributed.py` and `docs/training.md`, "Distributed training").
 
 Expected mistakes (a bad data file, an unreadable checkpoint or config, an `--out` that already
 holds a checkpoint) print one line, `rnn-sentiment: ...`, and exit with status 2: no traceback,

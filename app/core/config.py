@@ -309,9 +309,17 @@ class ServerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64)
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Worker processes, each with its own copy of the model; above 1 a gunicorn arbiter "
+            "supervises uvicorn workers."
+        ),
+    )
 
 
 # prometheus_client's own variable: the directory where each worker process keeps its metrics

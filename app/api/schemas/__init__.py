@@ -7,9 +7,11 @@ fields may be added, never renamed. Limits that depend on settings (characters, 
 request, ...) are declared on their fields (`app.api.schemas.bounds`), checked where the request
 is served, and written into /openapi.json from the running instance's settings (`app.openapi`).
 
-Only the API layer (`app.api`, and the fast /predict path) and the client use these models;
-the inference code has its own result types, which `app.api.responses` turns into these.
-Everything is re-exported here for callers that use the contract as a whole (the client).
+Only the API layer (`app.api`, and the fast /predict path) uses these models; the inference code
+has its own result types, which `app.api.responses` turns into these. The Python client
+(`clients/python`) keeps its own copies, held to these by `tests/client/test_schema_parity.py`,
+which compares them with /openapi.json. Everything is re-exported here for callers that use the
+contract as a whole.
 """
 
 from app.api.schemas.common import (
