@@ -37,6 +37,7 @@ from app.api.routes import (
     health,
     hidden_states,
     model,
+    models,
     predict,
     tokenize,
 )
@@ -50,7 +51,8 @@ from app.http.fast_path import PredictFastPath
 from app.http.middleware import GzipMiddleware, RequestMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
-from app.inference.slot import ModelSlot, StartupError
+from app.inference.slot import StartupError
+from app.inference.store import ModelStore
 from app.openapi import openapi_with_limits
 from app.streaming.codec import stream_secret
 from app.streaming.service import streams_factory
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
     app.include_router(model.router, dependencies=guards)
+    app.include_router(models.router, dependencies=guards)
     app.include_router(tokenize.router, dependencies=guards)
     app.include_router(explain.router, dependencies=guards)
     app.include_router(stream_routes.router, dependencies=guards)
@@ -186,12 +189,16 @@ def _lifespan(
         configure_logging(settings.log_level, settings.log_format)
         torch.set_num_threads(settings.torch_threads)
         started = time.perf_counter()
-        logger.info("loading checkpoint", extra={"model_dir": str(settings.model_dir)})
-        slot = ModelSlot(settings, metrics, streams_factory(settings, metrics, secret))
+        store = ModelStore(settings, metrics, streams_factory(settings, metrics, secret))
+        default_dir = settings.model_dirs()[settings.default_model]
+        logger.info(
+            "loading models",
+            extra={"models": store.names, "default": store.default_name},
+        )
         try:
-            serving = await slot.start()
+            serving = await store.start()
         except Exception as error:
-            raise _cannot_serve(settings.model_dir, error) from None
+            raise _cannot_serve(default_dir, error) from None
         if settings.gc_freeze:
             # Everything allocated so far lives as long as the process: keep the collector off it.
             gc.collect()
@@ -204,15 +211,16 @@ def _lifespan(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        hangup = _reload_on_sighup(slot) if settings.reload_on_sighup else False
+        hangup = _reload_on_sighup(store) if settings.reload_on_sighup else False
         try:
-            # Each request gets the slot's current runtime and streams (RequestMiddleware).
-            yield {"slot": slot}
+            # Each request gets the default slot's current runtime and streams
+            # (RequestMiddleware); a request naming another model takes it from the store.
+            yield {"slot": store.default, "store": store}
         finally:
             logger.info("shutting down")
             if hangup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            await slot.stop()
+            await store.stop()
             if settings.gc_freeze:
                 gc.unfreeze()
             metrics.mark_process_dead()
@@ -238,13 +246,13 @@ def _cannot_serve(model_dir: Path, error: Exception) -> StartupError:
     return StartupError(reason)
 
 
-def _reload_on_sighup(slot: ModelSlot) -> bool:
-    """SIGHUP reloads the checkpoint (app.inference.slot); False where no handler can be
+def _reload_on_sighup(store: ModelStore) -> bool:
+    """SIGHUP reloads every model (app.inference.store); False where no handler can be
     installed."""
     if threading.current_thread() is not threading.main_thread():
         return False  # e.g. an app run by a test harness on another thread
     try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, slot.reload_in_background)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, store.reload_in_background)
     except (NotImplementedError, RuntimeError):  # no signals on this platform or loop
         return False
     return True

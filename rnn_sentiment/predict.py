@@ -283,7 +283,7 @@ class Scorer:
             setting = f"APP_{first['loc'][0]}".upper() if first["loc"] else "APP_*"
             raise InputError(f"invalid setting {setting}: {first['msg']}") from None
         try:
-            checkpoint = load_checkpoint(settings.model_dir)
+            checkpoint = load_checkpoint(settings.model_dirs()[settings.default_model])
         except CheckpointError as error:
             raise InputError(
                 f"cannot load the checkpoint ({error}); pass --model-dir (or set "

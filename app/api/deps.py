@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations` here: FastAPI reads these signatures at run time.
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -10,6 +12,8 @@ from fastapi.security import HTTPBearer
 from app.core.errors import ApiError, UnavailableError
 from app.http.security import Gate, is_json
 from app.inference.runtime import Runtime
+from app.inference.slot import Serving
+from app.inference.store import ModelStore
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -30,6 +34,27 @@ async def get_inference_runtime(request: Request) -> Runtime:
     """
     require_json(request)
     return await get_runtime(request)
+
+
+@contextmanager
+def serving_for(request: Request, runtime: Runtime, name: str | None) -> Iterator[Serving]:
+    """The model a request names (`"model"` in its body), or the default one it was given
+    (`runtime`, with its streams) when it names none or the default: 404 `model_not_found`
+    for a name the store does not hold, 503 for a model not being served.
+
+    A named model's runtime counts the request in flight until the block ends, as the request
+    middleware does for the default's, so a reload of that model waits for it.
+    """
+    if name is None or name == runtime.model.name:
+        yield Serving(runtime, request.state.streams)
+        return
+    store: ModelStore = request.state.store
+    serving = store.serving(name)
+    serving.runtime.in_flight += 1
+    try:
+        yield serving
+    finally:
+        serving.runtime.in_flight -= 1
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -9,11 +9,12 @@ The server's own address (`HOST`, `PORT`, `WORKERS`) is read without the prefix 
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -26,13 +27,38 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+# Model names are folder names, and travel in URLs and metric labels: kept to a safe alphabet.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MODEL_NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, not starting with '.', '_' or '-'"
+
+
 class Settings(BaseSettings):
     """The service's configuration; each field is the env var `APP_<NAME>`."""
 
     model_config = SettingsConfigDict(env_prefix="APP_", frozen=True, extra="ignore")
 
-    model_dir: Path = Field(
-        Path("model_store/default"), description="Checkpoint directory to serve."
+    model_store: Path = Field(
+        Path("model_store"),
+        description=(
+            "Directory of checkpoints, one folder per model, named by its folder: every "
+            "checkpoint in it is served (or those in APP_MODELS)."
+        ),
+    )
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated model names: serve only these from APP_MODEL_STORE.",
+    )
+    default_model: str = Field(
+        "default",
+        pattern=MODEL_NAME_PATTERN,
+        description="The model that answers requests that name none; it must load to start.",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description=(
+            "One checkpoint directory to serve instead of a store, named APP_DEFAULT_MODEL "
+            "(not with APP_MODEL_STORE)."
+        ),
     )
 
     # Request limits: each has its own clear 4xx.
@@ -249,6 +275,46 @@ class Settings(BaseSettings):
             "or is closed (1008)."
         ),
     )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("models")
+    @classmethod
+    def _valid_model_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not re.fullmatch(MODEL_NAME_PATTERN, name):
+                raise ValueError(f"APP_MODELS: {name!r} is not a model name ({MODEL_NAME_RULE})")
+        return names
+
+    @model_validator(mode="after")
+    def _store_or_dir(self) -> Settings:
+        if self.model_dir is not None and "model_store" in self.model_fields_set:
+            raise ValueError(
+                "set APP_MODEL_STORE (a directory of models) or APP_MODEL_DIR (one model), not both"
+            )
+        if self.models and self.default_model not in self.models:
+            raise ValueError(f"APP_MODELS does not list APP_DEFAULT_MODEL ({self.default_model!r})")
+        return self
+
+    def model_dirs(self) -> dict[str, Path]:
+        """Each model to serve by name, the default first: APP_MODEL_DIR alone, the models
+        APP_MODELS lists, or every checkpoint folder in APP_MODEL_STORE (one holding a
+        manifest.json; hidden folders are skipped)."""
+        if self.model_dir is not None:
+            return {self.default_model: self.model_dir}
+        names = list(self.models)
+        if not names and self.model_store.is_dir():
+            names = sorted(
+                entry.name
+                for entry in self.model_store.iterdir()
+                if re.fullmatch(MODEL_NAME_PATTERN, entry.name)
+                and (entry / "manifest.json").is_file()
+            )
+        ordered = [self.default_model, *(name for name in names if name != self.default_model)]
+        return {name: self.model_store / name for name in ordered}
 
     @field_validator("stream_secret")
     @classmethod

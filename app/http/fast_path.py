@@ -12,7 +12,8 @@ the same `PredictRequest` model straight from JSON bytes, check the caller with 
 
 Anything it is not sure about goes to FastAPI unchanged, with the body replayed: a body that
 does not validate, a content type that is not JSON, a caller without a valid key, a CORS
-request, a model that is not ready. So every error keeps its exact status, shape and message;
+request, a model that is not ready, a request naming a model other than the default. So
+every error keeps its exact status, shape and message;
 `ApiError`s raised while predicting (a text over a limit, 503 overloaded) are rendered by the
 same `error_response` as FastAPI's exception handler uses. The request middleware
 (`app.http.middleware`) still wraps both paths: request id, body limit, metrics, access log.
@@ -67,6 +68,8 @@ class PredictFastPath:
             request = PredictRequest.model_validate_json(b"".join(chunks))
         except ValidationError:
             return _replay(messages, receive)
+        if request.model is not None and request.model != runtime.model.name:
+            return _replay(messages, receive)  # another model of the store: the route picks it
         try:
             self._gate.admit(caller)
             if request.text is not None:

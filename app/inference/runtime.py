@@ -95,6 +95,8 @@ class Runtime:
     trace_executor: ThreadPoolExecutor | None = None
     # The batcher's long lane: passes too long for the loop (module doc).
     long_executor: ThreadPoolExecutor | None = None
+    # The name the service serves it under (its store folder); the checkpoint's own by default.
+    name: str | None = None
     model: ModelIdentity = field(init=False)
     # Requests that took this runtime and have not finished (counted by the request middleware).
     in_flight: int = field(default=0, init=False)
@@ -103,7 +105,7 @@ class Runtime:
     encoder: SerialRunner = field(init=False)
 
     def __post_init__(self) -> None:
-        self.model = ModelIdentity(self.predictor.name, self.predictor.version)
+        self.model = ModelIdentity(self.name or self.predictor.name, self.predictor.version)
         settings = self.settings
         self.encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self.encoder = SerialRunner(
@@ -115,13 +117,30 @@ class Runtime:
             observer=self.metrics,
         )
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of weights this model holds in memory: every copy its paths keep (the served
+        model, the batched pass's copy in another dtype, the explainer's), each counted once."""
+        seen: dict[int, int] = {}
+        for module in (self.predictor.model, self.predictor.pass_model, self.explainer.model):
+            for tensor in (*module.parameters(), *module.buffers()):
+                storage = tensor.untyped_storage()
+                seen[storage.data_ptr()] = storage.nbytes()
+        return sum(seen.values())
+
     @classmethod
     def load(
-        cls, settings: Settings, metrics: Metrics, checkpoint: Checkpoint | None = None
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        checkpoint: Checkpoint | None = None,
+        *,
+        name: str | None = None,
     ) -> Runtime:
-        """Build the predictor and queues for `checkpoint`, by default the one at
-        `settings.model_dir`, loaded and verified here (raises `CheckpointError`)."""
-        checkpoint = checkpoint or load_checkpoint(settings.model_dir)
+        """Build the predictor and queues for `checkpoint`, by default the default model's,
+        loaded and verified here (raises `CheckpointError`), served as `name`."""
+        if checkpoint is None:
+            checkpoint = load_checkpoint(settings.model_dirs()[settings.default_model])
         predictor = Predictor(
             checkpoint,
             dtype=_DTYPES[settings.inference_dtype],
@@ -163,6 +182,7 @@ class Runtime:
             Explainer(predictor),
             trace_executor=trace_executor,
             long_executor=long_executor,
+            name=name,
         )
 
     async def start(self, *, warm_up_off_loop: bool = False) -> None:

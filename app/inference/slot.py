@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -38,6 +39,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.core.config import Settings
@@ -87,8 +89,20 @@ class ReloadError(Exception):
 class ModelSlot:
     """The current `Serving`, built at start-up and replaced by `reload()`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, build_streams: StreamsFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        build_streams: StreamsFactory,
+        *,
+        name: str | None = None,
+        model_dir: Path | None = None,
+    ) -> None:
+        """The slot of model `name` (default: the default model) served from `model_dir`
+        (default: where the settings put that model)."""
         self.settings = settings
+        self.name = name or settings.default_model
+        self.model_dir = model_dir or settings.model_dirs()[self.name]
         self.metrics = metrics
         self._build_streams = build_streams
         self._current: Serving | None = None
@@ -100,13 +114,20 @@ class ModelSlot:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
 
     @property
+    def is_default(self) -> bool:
+        """Whether this slot serves the default model (`/readyz` and `app_ready` follow it)."""
+        return self.name == self.settings.default_model
+
+    @property
     def current(self) -> Serving | None:
         """What a request arriving now gets; None before start-up finished."""
         return self._current
 
     async def start(self) -> Serving:
-        """Load the checkpoint at `APP_MODEL_DIR` and warm it up (raises what loading raised)."""
-        serving = await self._build(Runtime.load(self.settings, self.metrics), off_loop=False)
+        """Load the checkpoint at `model_dir` and warm it up (raises what loading raised)."""
+        checkpoint = load_checkpoint(self.model_dir)
+        runtime = Runtime.load(self.settings, self.metrics, checkpoint, name=self.name)
+        serving = await self._build(runtime, off_loop=False)
         self._install(serving, previous=None)
         return serving
 
@@ -135,7 +156,8 @@ class ModelSlot:
         if serving is not None:
             await serving.runtime.stop()
         self._loader.shutdown(wait=False, cancel_futures=True)
-        self.metrics.ready.set(0)
+        if self.is_default:
+            self.metrics.ready.set(0)
 
     async def _reload(self) -> ReloadOutcome:
         async with self._lock:
@@ -143,7 +165,7 @@ class ModelSlot:
             if current is None:
                 raise ReloadError("The service has not started yet.")
             started = time.perf_counter()
-            model_dir = self.settings.model_dir
+            model_dir = self.model_dir
             loop = asyncio.get_running_loop()
             try:
                 checkpoint = await loop.run_in_executor(self._loader, load_checkpoint, model_dir)
@@ -159,7 +181,10 @@ class ModelSlot:
                 # Built from `checkpoint` itself: reading APP_MODEL_DIR again could find another
                 # version there by now.
                 runtime = await loop.run_in_executor(
-                    self._loader, Runtime.load, self.settings, self.metrics, checkpoint
+                    self._loader,
+                    functools.partial(
+                        Runtime.load, self.settings, self.metrics, checkpoint, name=self.name
+                    ),
                 )
                 serving = await self._build(runtime, off_loop=True)
             except CheckpointError as error:
@@ -191,7 +216,8 @@ class ModelSlot:
             await self.reload()
 
     async def _build(self, runtime: Runtime, *, off_loop: bool) -> Serving:
-        streams = self._build_streams(runtime, self._current is None)
+        # Stream-signing notices are logged once, for the default model's first build.
+        streams = self._build_streams(runtime, self._current is None and self.is_default)
         try:
             await runtime.start(warm_up_off_loop=off_loop)
         except BaseException:
@@ -203,7 +229,8 @@ class ModelSlot:
         self._current = serving
         model = serving.runtime.model
         self.metrics.model_info.labels(model.name, model.version).set(1)
-        self.metrics.ready.set(1)
+        if self.is_default:
+            self.metrics.ready.set(1)
         if previous is not None:
             old = previous.runtime.model
             if old != model:
