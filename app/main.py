@@ -40,6 +40,7 @@ from app.api.routes import (
     models,
     predict,
     tokenize,
+    v2,
 )
 from app.api.routes import metrics as metrics_route
 from app.api.routes import stream as stream_routes
@@ -121,6 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream_routes.router, dependencies=guards)
     app.include_router(stream_routes.ws_router)  # authenticates itself (see its module)
     app.include_router(health.router)
+    # The Open Inference Protocol beside the native API: its probes unguarded like the ones
+    # above, the rest behind the same guards (app.api.routes.v2).
+    app.include_router(v2.health_router)
+    app.include_router(v2.router, dependencies=guards)
     if settings.admin_keys:
         admin_gate = Gate(KeyRing.of(settings.admin_keys))
         app.include_router(
