@@ -31,7 +31,7 @@ import torch
 
 from app.core.config import Settings
 from app.core.errors import InvalidInputError, UnavailableError
-from app.core.metrics import Metrics
+from app.core.metrics import Metrics, ModelMetrics
 from app.inference.batching import (
     DeadlineExceededError,
     MicroBatcher,
@@ -97,7 +97,11 @@ class Runtime:
     long_executor: ThreadPoolExecutor | None = None
     # The name the service serves it under (its store folder); the checkpoint's own by default.
     name: str | None = None
+    # Its metrics, labelled with its name, resolved once (`Metrics.for_model`); made here
+    # unless `load` made them first for the queues it builds.
+    observer: ModelMetrics | None = None
     model: ModelIdentity = field(init=False)
+    model_metrics: ModelMetrics = field(init=False)
     # Requests that took this runtime and have not finished (counted by the request middleware).
     in_flight: int = field(default=0, init=False)
     # Large requests' tokenizing (module doc); the thread starts with the first such request.
@@ -106,6 +110,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.model = ModelIdentity(self.name or self.predictor.name, self.predictor.version)
+        self.model_metrics = self.observer or self.metrics.for_model(
+            self.model.name, self.predictor.labels
+        )
         settings = self.settings
         self.encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self.encoder = SerialRunner(
@@ -114,7 +121,7 @@ class Runtime:
             max_waiting=max(1, settings.queue_size // settings.max_batch_size),
             timeout_s=settings.request_timeout_s,
             executor=self.encode_executor,
-            observer=self.metrics,
+            observer=self.model_metrics,
         )
 
     @property
@@ -152,6 +159,7 @@ class Runtime:
             else None
         )
         long_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-pass")
+        observer = metrics.for_model(name or predictor.name, predictor.labels)
         batcher: MicroBatcher[list[int], PredictionResult] = MicroBatcher(
             predictor.predict_ids,
             max_batch_size=settings.max_batch_size,
@@ -159,7 +167,7 @@ class Runtime:
             timeout_s=settings.request_timeout_s,
             max_wait_s=settings.max_wait_ms / 1000,
             executor=executor,
-            observer=metrics,
+            observer=observer,
             size_of=len,  # tokens: texts of very different lengths run in separate passes
             long_executor=long_executor,  # the budget that routes texts there is set at start
         )
@@ -170,7 +178,7 @@ class Runtime:
             max_waiting=max(1, settings.queue_size // settings.max_batch_size),
             timeout_s=settings.request_timeout_s,
             executor=trace_executor,
-            observer=metrics,
+            observer=observer,
         )
         return cls(
             settings,
@@ -183,6 +191,7 @@ class Runtime:
             trace_executor=trace_executor,
             long_executor=long_executor,
             name=name,
+            observer=observer,
         )
 
     async def start(self, *, warm_up_off_loop: bool = False) -> None:
@@ -252,10 +261,15 @@ class Runtime:
             ids = _each_or_422(texts, field, encode)
         else:
             ids = await self._run_on(self.encoder, partial(_each_or_422, texts, field, encode))
+        self.model_metrics.count_request("predict")
         try:
-            return await self.batcher.submit(ids)
+            results = await self.batcher.submit(ids)
         except (OverloadedError, DeadlineExceededError) as error:
             raise self.unavailable(error) from None
+        count = self.model_metrics.count_prediction
+        for result in results:
+            count(result.label)
+        return results
 
     async def trace(
         self,
@@ -283,6 +297,7 @@ class Runtime:
             units=units,
             top_k=top_k,
         )
+        self.model_metrics.count_request("trace")
         return encoded, await self._on_tracer(call)
 
     async def explain(
@@ -310,6 +325,7 @@ class Runtime:
             replacement=replacement,
             decimals=decimals,
         )
+        self.model_metrics.count_request("explain")
         # As heavy as a trace or heavier: it shares the traces' single-file queue.
         return encoded, await self._on_tracer(call)
 

@@ -22,6 +22,10 @@ that computed it.
 Any failure before the swap (a missing, truncated or tampered file, an incompatible config)
 raises `ReloadError` naming the problem, and the old model keeps serving as if nothing happened.
 One reload runs at a time; a second waits for the first and then finds nothing to change.
+
+`unload()` (DELETE /admin/models/{name}, through `app.inference.store`) takes the model out of
+service: it waits for a reload under way to end, then retires the served model as step 4 does
+(the requests that hold it finish on it), and the slot serves nothing from then on.
 """
 
 from __future__ import annotations
@@ -123,11 +127,23 @@ class ModelSlot:
         """What a request arriving now gets; None before start-up finished."""
         return self._current
 
-    async def start(self) -> Serving:
-        """Load the checkpoint at `model_dir` and warm it up (raises what loading raised)."""
-        checkpoint = load_checkpoint(self.model_dir)
-        runtime = Runtime.load(self.settings, self.metrics, checkpoint, name=self.name)
-        serving = await self._build(runtime, off_loop=False)
+    async def start(self, *, off_loop: bool = False) -> Serving:
+        """Load the checkpoint at `model_dir` and warm it up (raises what loading raised).
+        `off_loop`: read, build and warm it up on the loader thread, as a reload does (a model
+        loaded while others serve), instead of on the event loop (at start-up)."""
+        if off_loop:
+            loop = asyncio.get_running_loop()
+            checkpoint = await loop.run_in_executor(self._loader, load_checkpoint, self.model_dir)
+            runtime = await loop.run_in_executor(
+                self._loader,
+                functools.partial(
+                    Runtime.load, self.settings, self.metrics, checkpoint, name=self.name
+                ),
+            )
+        else:
+            checkpoint = load_checkpoint(self.model_dir)
+            runtime = Runtime.load(self.settings, self.metrics, checkpoint, name=self.name)
+        serving = await self._build(runtime, off_loop=off_loop)
         self._install(serving, previous=None)
         return serving
 
@@ -159,6 +175,20 @@ class ModelSlot:
         if self.is_default:
             self.metrics.ready.set(0)
 
+    async def unload(self) -> None:
+        """Serve nothing from now on: the requests holding the model finish on it, then its
+        queues and threads stop (see the module doc). The store has already stopped handing
+        it to new requests."""
+        async with self._lock:  # a reload under way finishes first, then finds nothing to do
+            serving, self._current = self._current, None
+        if serving is not None:
+            model = serving.runtime.model
+            self.metrics.model_info.labels(model.name, model.version).set(0)
+            await self._retire(serving.runtime)
+            serving.runtime.model_metrics.clear_queue_depth()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
     async def _reload(self) -> ReloadOutcome:
         async with self._lock:
             current = self._current
@@ -174,7 +204,7 @@ class ModelSlot:
                     logger.info(
                         "reload: the checkpoint is the one served, nothing to do", extra=loaded
                     )
-                    self.metrics.count_reload("unchanged")
+                    self.metrics.count_reload(self.name, "unchanged")
                     return ReloadOutcome(
                         False, current.runtime.model, current.runtime.model, _since(started)
                     )
@@ -188,18 +218,18 @@ class ModelSlot:
                 )
                 serving = await self._build(runtime, off_loop=True)
             except CheckpointError as error:
-                self.metrics.count_reload("failed")
+                self.metrics.count_reload(self.name, "failed")
                 logger.error("reload refused, the served model stays: %s", error)
                 raise ReloadError(str(error)) from None
             except Exception as error:
-                self.metrics.count_reload("failed")
+                self.metrics.count_reload(self.name, "failed")
                 logger.exception("reload failed, the served model stays")
                 raise ReloadError(
                     f"The checkpoint in {model_dir} could not be loaded: "
                     f"{type(error).__name__}: {error}"
                 ) from None
             self._install(serving, previous=current)
-            self.metrics.count_reload("reloaded")
+            self.metrics.count_reload(self.name, "reloaded")
             outcome = ReloadOutcome(True, current.runtime.model, runtime.model, _since(started))
             logger.info(
                 "reloaded",
