@@ -71,29 +71,35 @@ def echo(seen: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response
     return handle
 
 
-# Every client method that sends text, called with `**named` (nothing, or a model's name).
-SYNC_CALLS: dict[str, Callable[[SentimentClient, dict[str, str]], Any]] = {
-    "predict": lambda c, named: c.predict("good", **named),
-    "predict batch": lambda c, named: c.predict(["good", "bad"], **named),
-    "hidden_states": lambda c, named: c.hidden_states("good", top_k=2, **named),
-    "tokenize": lambda c, named: c.tokenize("good", **named),
-    "explain": lambda c, named: c.explain("good", steps=4, **named),
-    "stream_update": lambda c, named: c.stream_update("go", **named),
-    "stream": lambda c, named: list(c.stream(["go", "od"], **named))[-1],
+def named(model: str | None) -> dict[str, Any]:
+    """The keyword arguments naming `model`; none at all for None, as a caller who does not
+    pass it."""
+    return {} if model is None else {"model": model}
+
+
+# Every client method that sends text, naming `model` (None: not passing it).
+SYNC_CALLS: dict[str, Callable[[SentimentClient, str | None], Any]] = {
+    "predict": lambda c, model: c.predict("good", **named(model)),
+    "predict batch": lambda c, model: c.predict(["good", "bad"], **named(model)),
+    "hidden_states": lambda c, model: c.hidden_states("good", top_k=2, **named(model)),
+    "tokenize": lambda c, model: c.tokenize("good", **named(model)),
+    "explain": lambda c, model: c.explain("good", steps=4, **named(model)),
+    "stream_update": lambda c, model: c.stream_update("go", **named(model)),
+    "stream": lambda c, model: list(c.stream(["go", "od"], **named(model)))[-1],
 }
 
 
-async def _streamed(client: AsyncSentimentClient, named: dict[str, str]) -> Any:
-    return [update async for update in client.stream(["go", "od"], **named)][-1]
+async def _streamed(client: AsyncSentimentClient, model: str | None) -> Any:
+    return [update async for update in client.stream(["go", "od"], **named(model))][-1]
 
 
-ASYNC_CALLS: dict[str, Callable[[AsyncSentimentClient, dict[str, str]], Awaitable[Any]]] = {
-    "predict": lambda c, named: c.predict("good", **named),
-    "predict batch": lambda c, named: c.predict(["good", "bad"], **named),
-    "hidden_states": lambda c, named: c.hidden_states("good", top_k=2, **named),
-    "tokenize": lambda c, named: c.tokenize("good", **named),
-    "explain": lambda c, named: c.explain("good", steps=4, **named),
-    "stream_update": lambda c, named: c.stream_update("go", **named),
+ASYNC_CALLS: dict[str, Callable[[AsyncSentimentClient, str | None], Awaitable[Any]]] = {
+    "predict": lambda c, model: c.predict("good", **named(model)),
+    "predict batch": lambda c, model: c.predict(["good", "bad"], **named(model)),
+    "hidden_states": lambda c, model: c.hidden_states("good", top_k=2, **named(model)),
+    "tokenize": lambda c, model: c.tokenize("good", **named(model)),
+    "explain": lambda c, model: c.explain("good", steps=4, **named(model)),
+    "stream_update": lambda c, model: c.stream_update("go", **named(model)),
     "stream": _streamed,
 }
 
@@ -114,7 +120,7 @@ def check_bodies(bodies: list[dict[str, Any]], result: Any, model: str | None) -
 def test_sync_methods_send_model_only_when_given(method: str, model: str | None) -> None:
     seen: list[dict[str, Any]] = []
     with mock_client(echo(seen)) as client:
-        result = SYNC_CALLS[method](client, {} if model is None else {"model": model})
+        result = SYNC_CALLS[method](client, model)
     check_bodies(seen, result, model)
 
 
@@ -125,7 +131,7 @@ async def test_async_methods_send_model_only_when_given(method: str, model: str 
     seen: list[dict[str, Any]] = []
     transport = httpx.MockTransport(echo(seen))
     async with AsyncSentimentClient("http://svc", transport=transport, retry=FAST_RETRY) as client:
-        result = await ASYNC_CALLS[method](client, {} if model is None else {"model": model})
+        result = await ASYNC_CALLS[method](client, model)
     check_bodies(seen, result, model)
 
 
