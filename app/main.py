@@ -52,6 +52,7 @@ from app.http.fast_path import PredictFastPath
 from app.http.middleware import GzipMiddleware, RequestMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
+from app.inference.rollout import Rollout
 from app.inference.slot import StartupError
 from app.inference.store import ModelStore
 from app.openapi import openapi_with_limits
@@ -87,12 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for `settings` (default: from the environment). Loads no model."""
     settings = settings or get_settings()
     metrics = Metrics()
+    rollout = Rollout(settings, metrics)  # APP_CANARY, APP_SHADOW: None each when unset
     app = FastAPI(
         title="rnn-sentiment",
         version=_version(),
         description=DESCRIPTION,
         # Made with the app, before gunicorn forks its workers: they all sign streams alike.
-        lifespan=_lifespan(settings, metrics, stream_secret(settings)),
+        lifespan=_lifespan(settings, metrics, stream_secret(settings), rollout),
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
@@ -112,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_gate = Gate(KeyRing.of(settings.api_keys), limiter)
     guards = guarded(api_gate)
     app.state.api_gate = api_gate
+    app.state.canary = rollout.canary  # read by the routes (app.api.deps, /predict)
+    app.state.shadow = rollout.shadow
     app.state.stream_ws_connections = Connections()  # this worker's /stream/ws sockets
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
@@ -173,7 +177,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=app.routes,
         access_log=settings.access_log,
         fast_path=(
-            PredictFastPath(api_gate, cors=bool(settings.cors_origins))
+            PredictFastPath(
+                api_gate,
+                cors=bool(settings.cors_origins),
+                canary=rollout.canary,
+                shadow=rollout.shadow,
+            )
             if settings.fast_path
             else None
         ),
@@ -187,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _lifespan(
-    settings: Settings, metrics: Metrics, secret: tuple[bytes, str]
+    settings: Settings, metrics: Metrics, secret: tuple[bytes, str], rollout: Rollout
 ) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -195,6 +204,7 @@ def _lifespan(
         torch.set_num_threads(settings.torch_threads)
         started = time.perf_counter()
         store = ModelStore(settings, metrics, streams_factory(settings, metrics, secret))
+        rollout.check(store)
         default_dir = settings.model_dirs()[settings.default_model]
         logger.info(
             "loading models",
@@ -204,6 +214,7 @@ def _lifespan(
             serving = await store.start()
         except Exception as error:
             raise _cannot_serve(default_dir, error) from None
+        rollout.report(store)
         if settings.gc_freeze:
             # Everything allocated so far lives as long as the process: keep the collector off it.
             gc.collect()
@@ -225,6 +236,7 @@ def _lifespan(
             logger.info("shutting down")
             if hangup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            await rollout.stop()  # the shadow's scoring first: it holds models' runtimes
             await store.stop()
             if settings.gc_freeze:
                 gc.unfreeze()
