@@ -8,6 +8,7 @@ against the native API's for the same texts, and every refusal for the protocol'
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def v2_error(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}, body
-    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["error"], str)
+    assert body["error"]
     message: str = body["error"]
     return message
 
@@ -56,7 +58,7 @@ async def test_server_metadata_and_health(store: Path) -> None:
         native = await client.get("/readyz")
     assert metadata.status_code == 200
     assert metadata.json()["name"] == "rnn-sentiment"
-    assert metadata.json()["extensions"] == []
+    assert metadata.json()["extensions"] == ["binary_tensor_data"]
     assert isinstance(metadata.json()["version"], str)
     assert (live.status_code, live.json()) == (200, {"live": True})
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
@@ -205,11 +207,29 @@ async def test_infer_forms_clients_send(store: Path) -> None:
             "shape",
         ),
         (request_for(["x"], extra=1), 400, "unknown field"),
-        (request_for(["x"], parameters={"binary_data_output": True}), 400, "binary"),
         (
-            request_for(["x"], outputs=[{"name": "label", "parameters": {"binary_data": True}}]),
+            request_for(["x"], outputs=[{"name": "label", "parameters": {"classification": 2}}]),
             400,
-            "binary",
+            "classification extension is not supported",
+        ),
+        (
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1]}]},
+            400,
+            "has no data",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "text",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 5},
+                    }
+                ]
+            },
+            400,
+            "but 0 bytes",
         ),
     ],
 )
@@ -249,17 +269,124 @@ async def test_malformed_and_non_json_bodies(client: httpx.AsyncClient) -> None:
     malformed = await client.post(url, content=b"{", headers={"Content-Type": "application/json"})
     nested = await client.post(url, content=b"[" * 5000 + b"]" * 5000)
     text = await client.post(url, content=b"hello", headers={"Content-Type": "text/plain"})
-    binary = await client.post(
-        url,
-        content=json.dumps(request_for(["x"])).encode() + b"\x00\x01",
-        headers={"Inference-Header-Content-Length": "10"},
+    header = json.dumps(request_for(["x"])).encode()
+    cut = await client.post(
+        url, content=header + b"\x00\x01", headers={"Inference-Header-Content-Length": "10"}
+    )
+    beyond = await client.post(
+        url, content=header, headers={"Inference-Header-Content-Length": "99999"}
+    )
+    not_a_number = await client.post(
+        url, content=header, headers={"Inference-Header-Content-Length": b"\xb2"}
     )
     gzipped = await client.post(url, content=b"\x1f\x8b", headers={"Content-Encoding": "gzip"})
     assert "not valid JSON" in v2_error(malformed, 400)
     assert "not valid JSON" in v2_error(nested, 400)
     v2_error(text, 415)
-    assert "binary tensor data extension is not supported" in v2_error(binary, 400)
+    assert "not valid JSON" in v2_error(cut, 400)
+    assert "Inference-Header-Content-Length must be" in v2_error(beyond, 400)
+    assert "Inference-Header-Content-Length must be" in v2_error(not_a_number, 400)
     assert "Compressed" in v2_error(gzipped, 415)
+
+
+def binary_request(texts: list[str], *, outputs_binary: bool = True) -> tuple[bytes, str]:
+    """A request whose `text` input is binary tensor data, as tritonclient sends it by default:
+    the body and its Inference-Header-Content-Length."""
+    data = b"".join(struct.pack("<I", len(t.encode())) + t.encode() for t in texts)
+    header = {
+        "inputs": [
+            {
+                "name": "text",
+                "datatype": "BYTES",
+                "shape": [len(texts)],
+                "parameters": {"binary_data_size": len(data)},
+            }
+        ],
+        "parameters": {"binary_data_output": outputs_binary},
+    }
+    encoded = json.dumps(header).encode()
+    return encoded + data, str(len(encoded))
+
+
+def read_binary_answer(response: httpx.Response) -> dict[str, list[Any]]:
+    """Each output's elements, from an answer whose outputs are binary tensor data."""
+    length = int(response.headers["Inference-Header-Content-Length"])
+    header = json.loads(response.content[:length])
+    rest = response.content[length:]
+    found: dict[str, list[Any]] = {}
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        chunk, rest = rest[:size], rest[size:]
+        assert "data" not in output
+        if output["datatype"] == "FP32":
+            found[output["name"]] = list(struct.unpack(f"<{size // 4}f", chunk))
+        else:
+            items = []
+            while chunk:
+                (n,) = struct.unpack_from("<I", chunk)
+                items.append(chunk[4 : 4 + n].decode())
+                chunk = chunk[4 + n :]
+            found[output["name"]] = items
+    assert rest == b""
+    return found
+
+
+async def test_binary_tensor_data_in_and_out(client: httpx.AsyncClient) -> None:
+    texts = ["the food was great", "ok", "caf\u00e9 \U0001f600 awful"]
+    body, length = binary_request(texts)
+    answer = await client.post(
+        "/v2/models/default/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": length},
+    )
+    plain = await client.post("/v2/models/default/infer", json=request_for(texts))
+    body, length = binary_request(texts, outputs_binary=False)
+    json_out = await client.post(
+        "/v2/models/default/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": length},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "application/octet-stream"
+    found = read_binary_answer(answer)
+    expected = {o["name"]: o["data"] for o in plain.json()["outputs"]}
+    assert found["label"] == expected["label"]
+    # FP32 on the wire: the JSON answer's values rounded to single precision.
+    rounded = [struct.unpack("<f", struct.pack("<f", v))[0] for v in expected["probabilities"]]
+    assert found["probabilities"] == rounded
+    assert json_out.json()["outputs"] == plain.json()["outputs"]
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"\x05\x00\x00\x00ab", "longer than the data left"),
+        (b"\x01\x00", "ends inside an element's length"),
+        (b"\x02\x00\x00\x00\xff\xfe", "is not UTF-8"),
+        (b"\x01\x00\x00\x00a\x01\x00\x00\x00b", "but 2 elements"),
+    ],
+)
+async def test_hostile_binary_tensor_data(
+    client: httpx.AsyncClient, data: bytes, words: str
+) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ]
+        }
+    ).encode()
+    response = await client.post(
+        "/v2/models/default/infer",
+        content=header + data,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert words in v2_error(response, 400)
 
 
 async def test_a_model_that_failed_to_load(store: Path) -> None:

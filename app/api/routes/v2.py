@@ -13,9 +13,11 @@ What this module decides where the protocol leaves a choice (docs/api/v2.md says
   A model that failed to load is not ready (400); a name the store does not hold is a 404.
 - The server is ready when every model that passed its checks is: a model that failed to
   load does not hold the whole server back (GET /readyz and GET /models name it).
-- Only the JSON form: a request using the binary tensor extension (an
-  `Inference-Header-Content-Length` header, or the `binary_data*` parameters) gets a 400
-  that says to send JSON. No extension is announced in GET /v2.
+- Both the JSON form and the binary tensor data extension (`binary_tensor_data`, announced in
+  GET /v2): the `text` input may come as binary data after the JSON (each string a 4-byte
+  little-endian length, then its UTF-8 bytes), and each output may be asked for as binary
+  data (`binary_data` on the output, or `binary_data_output` on the request), as
+  tritonclient does by default. Shared memory and classification are refused with a 400.
 - Every error has the protocol's shape, `{"error": "<message>"}` (`app.http.errors`).
 
 The routes stay out of /openapi.json: that document describes the native API and its one
@@ -24,7 +26,10 @@ error shape, and the protocol has its own published description.
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -64,8 +69,11 @@ INPUT = "text"
 PROBABILITIES = "probabilities"
 LABEL = "label"
 OUTPUTS = (PROBABILITIES, LABEL)
-# Parameters that ask for the binary tensor extension or shared memory, which are not served.
-_BINARY_PARAMETERS = ("binary_data_size", "shared_memory_region")
+EXTENSIONS = ["binary_tensor_data"]
+# The header that gives the JSON's length when binary tensor data follows it.
+HEADER_LENGTH = "inference-header-content-length"
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_LENGTH = struct.Struct("<I")  # a BYTES element's length, in binary tensor data
 _TEXTS: TypeAdapter[list[str]] = TypeAdapter(list[Text], config=ConfigDict(strict=True))
 _SHOWN_CHARS = 100  # a value echoed in a message is cut to this many characters
 
@@ -125,8 +133,8 @@ async def server_ready(request: Request) -> Response:
 
 @router.get("")
 async def server_metadata(request: Request) -> ServerMetadata:
-    """The server's name, version and protocol extensions (none)."""
-    return ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=[])
+    """The server's name, version and protocol extensions."""
+    return ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=EXTENSIONS)
 
 
 @router.get("/models/{name}")
@@ -204,8 +212,8 @@ async def infer_version(name: str, version: str, request: Request, runtime: Runt
 
 async def _infer(request: Request, runtime: Runtime, name: str, version: str | None) -> Response:
     _entry(_store(request), name, version)  # 404 before the body is read
-    body = await _read_request(request)
-    texts = _texts(body.inputs, runtime.settings.max_texts)
+    body, binary = await _read_request(request)
+    texts = _texts(body.inputs, binary, runtime.settings.max_texts)
     wanted = _outputs(body)
     with serving_for(request, runtime, name) as serving:
         runtime = serving.runtime
@@ -216,20 +224,28 @@ async def _infer(request: Request, runtime: Runtime, name: str, version: str | N
         except InvalidInputError as error:
             raise bad_request(_text_problems(error.details)) from None
         labels = runtime.predictor.labels
+        outputs = [_output(output, predictions, labels) for output in wanted]
         answer = {
             "model_name": runtime.model.name,
             "model_version": runtime.model.version,
             "id": body.id if body.id is not None else request_id_var.get(),
-            "outputs": [_output(output, predictions, labels) for output in wanted],
+            "outputs": [output.tensor for output in outputs],
         }
-    return Response(orjson.dumps(answer), media_type="application/json")
+    header = orjson.dumps(answer)
+    blobs = [output.binary for output in outputs if output.binary is not None]
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(
+        b"".join([header, *blobs]),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
 
 
-async def _read_request(request: Request) -> InferRequest:
-    """The request body as an `InferRequest`; 400 (or 415) saying what is wrong."""
+async def _read_request(request: Request) -> tuple[InferRequest, bytes]:
+    """The request body as an `InferRequest`, and the binary tensor data after its JSON
+    (b"" when there is none); 400 (or 415) saying what is wrong."""
     headers = request.headers
-    if "inference-header-content-length" in headers:
-        raise _binary_refused()
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise ApiError(
@@ -243,8 +259,20 @@ async def _read_request(request: Request) -> InferRequest:
     content_type = headers.get("content-type")
     if content_type is not None and not is_json(content_type.encode("latin-1")):
         raise ApiError(415, "unsupported_media_type", DEFAULT_MESSAGES[415])
+    content = await request.body()
+    header_length = headers.get(HEADER_LENGTH)
+    binary = b""
+    if header_length is not None:
+        digits = header_length.strip()
+        length = int(digits) if _DIGITS.fullmatch(digits) else -1
+        if not 0 <= length <= len(content):
+            raise bad_request(
+                f"Inference-Header-Content-Length must be the length of the JSON at the start "
+                f"of the body: a whole number from 0 to {len(content)}."
+            )
+        content, binary = content[:length], content[length:]
     try:
-        raw = orjson.loads(await request.body())
+        raw = orjson.loads(content)
     except orjson.JSONDecodeError:
         raise bad_request(DEFAULT_MESSAGES[400]) from None
     try:
@@ -252,22 +280,14 @@ async def _read_request(request: Request) -> InferRequest:
     except ValidationError as error:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
         raise bad_request(summarise(readable_details(errors, InferRequest))) from None
-    if body.parameters and body.parameters.get("binary_data_output") is True:
-        raise _binary_refused()
-    return body
+    return body, binary
 
 
-def _binary_refused() -> ApiError:
-    return bad_request(
-        "The binary tensor data extension is not supported: send every tensor as JSON "
-        "(tritonclient: binary_data=False for inputs and outputs)."
-    )
-
-
-def _texts(inputs: Sequence[RequestInput], max_texts: int) -> list[str]:
+def _texts(inputs: Sequence[RequestInput], binary: bytes, max_texts: int) -> list[str]:
     """The texts of the one input, `text`: BYTES, shape [N] or [N, 1], data one string per
-    text (flat, or [[s], ...] for [N, 1]), at most `max_texts` of them. A 400 names the first
-    thing that is wrong; the shape is checked before the data is looked at."""
+    text (flat, or [[s], ...] for [N, 1]; or `binary`, its binary tensor data), at most
+    `max_texts` of them. A 400 names the first thing that is wrong; the shape is checked
+    before the data is looked at."""
     if len(inputs) != 1 or inputs[0].name != INPUT:
         names = ", ".join(_shown(tensor.name) for tensor in inputs)
         raise bad_request(
@@ -280,8 +300,8 @@ def _texts(inputs: Sequence[RequestInput], max_texts: int) -> list[str]:
             "one string per text."
         )
     parameters = tensor.parameters or {}
-    if any(parameters.get(name) is not None for name in _BINARY_PARAMETERS):
-        raise _binary_refused()
+    if parameters.get("shared_memory_region") is not None:
+        raise bad_request("The shared memory extension is not supported: send the data.")
     shape = tensor.shape
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise bad_request(
@@ -297,7 +317,7 @@ def _texts(inputs: Sequence[RequestInput], max_texts: int) -> list[str]:
         raise bad_request(
             f"Input 'text' holds {_shown(count)} texts; the limit is {max_texts} per request."
         )
-    data: list[Any] = tensor.data
+    data = _data(tensor, binary, count)
     if len(shape) == 2 and all(isinstance(row, list) and len(row) == 1 for row in data):
         data = [row[0] for row in data]
     if len(data) != count:
@@ -317,6 +337,42 @@ def _texts(inputs: Sequence[RequestInput], max_texts: int) -> list[str]:
         raise bad_request(f"Input 'text': {summarise(details)}.") from None
 
 
+def _data(tensor: RequestInput, binary: bytes, count: int) -> list[Any]:
+    """The input's elements: its JSON `data`, or its binary tensor data decoded (at most
+    `count` + 1 elements are read, enough to tell a mismatch)."""
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is None:
+        if tensor.data is None:
+            raise bad_request("Input 'text' has no data: send 'data', or binary tensor data.")
+        return tensor.data
+    if tensor.data is not None:
+        raise bad_request("Input 'text' has both 'data' and binary tensor data: send one.")
+    if isinstance(size, bool) or not isinstance(size, int) or size != len(binary):
+        raise bad_request(
+            f"Input 'text' declares binary_data_size {_shown(size)}, but {len(binary)} bytes "
+            "of binary tensor data follow the JSON."
+        )
+    elements: list[Any] = []
+    offset = 0
+    while offset < len(binary) and len(elements) <= count:
+        if offset + _LENGTH.size > len(binary):
+            raise bad_request("Input 'text' binary tensor data ends inside an element's length.")
+        (length,) = _LENGTH.unpack_from(binary, offset)
+        offset += _LENGTH.size
+        if offset + length > len(binary):
+            raise bad_request(
+                f"Input 'text' binary element {len(elements)} is longer than the data left."
+            )
+        try:
+            elements.append(binary[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise bad_request(
+                f"Input 'text' binary element {len(elements)} is not UTF-8."
+            ) from None
+        offset += length
+    return elements
+
+
 def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -329,11 +385,26 @@ def _json_kind(value: Any) -> str:
     return "an object"
 
 
-def _outputs(body: InferRequest) -> list[str]:
-    """The outputs to answer, in the order asked (each once); all of them when none is named."""
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    tensor: dict[str, Any]  # the output's JSON
+    binary: bytes | None  # its binary tensor data, when asked for so
+
+
+def _outputs(body: InferRequest) -> list[_Wanted]:
+    """The outputs to answer, in the order asked (each once; all of them when none is named),
+    and whether each goes as binary data: its own `binary_data`, else the request's
+    `binary_data_output`."""
+    default = (body.parameters or {}).get("binary_data_output") is True
     if body.outputs is None:
-        return list(OUTPUTS)
-    wanted: list[str] = []
+        return [_Wanted(name, default) for name in OUTPUTS]
+    wanted: dict[str, _Wanted] = {}
     for output in body.outputs:
         if output.name not in OUTPUTS:
             raise bad_request(
@@ -341,32 +412,42 @@ def _outputs(body: InferRequest) -> list[str]:
                 "and 'label'."
             )
         parameters = output.parameters or {}
-        if parameters.get("binary_data") is True:
-            raise _binary_refused()
         if parameters.get("classification") not in (None, 0, False):
             raise bad_request("The classification extension is not supported.")
-        if output.name not in wanted:
-            wanted.append(output.name)
-    return wanted
+        if parameters.get("shared_memory_region") is not None:
+            raise bad_request("The shared memory extension is not supported.")
+        binary = parameters.get("binary_data")
+        wanted.setdefault(
+            output.name, _Wanted(output.name, default if binary is None else binary is True)
+        )
+    return list(wanted.values())
 
 
 def _output(
-    name: str, predictions: Sequence[PredictionResult], labels: Sequence[str]
-) -> dict[str, Any]:
-    """One output tensor of the answer, its data flat in row-major order."""
-    if name == PROBABILITIES:
-        return {
-            "name": PROBABILITIES,
-            "datatype": "FP32",
-            "shape": [len(predictions), len(labels)],
-            "data": [p.probabilities[label] for p in predictions for label in labels],
-        }
-    return {
-        "name": LABEL,
-        "datatype": "BYTES",
-        "shape": [len(predictions)],
-        "data": [p.label for p in predictions],
-    }
+    wanted: _Wanted, predictions: Sequence[PredictionResult], labels: Sequence[str]
+) -> _Output:
+    """One output tensor of the answer, its data flat in row-major order: in the JSON, or as
+    binary data (FP32 little-endian; BYTES as 4-byte little-endian lengths, each followed by
+    its UTF-8 bytes)."""
+    if wanted.name == PROBABILITIES:
+        shape = [len(predictions), len(labels)]
+        values: list[Any] = [p.probabilities[label] for p in predictions for label in labels]
+        datatype = "FP32"
+    else:
+        shape = [len(predictions)]
+        values = [p.label for p in predictions]
+        datatype = "BYTES"
+    tensor: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": shape}
+    if not wanted.binary:
+        tensor["data"] = values
+        return _Output(tensor, None)
+    if datatype == "FP32":
+        binary = struct.pack(f"<{len(values)}f", *values)
+    else:
+        encoded = [value.encode("utf-8") for value in values]
+        binary = b"".join(_LENGTH.pack(len(item)) + item for item in encoded)
+    tensor["parameters"] = {"binary_data_size": len(binary)}
+    return _Output(tensor, binary)
 
 
 def _text_problems(details: Sequence[Any]) -> str:

@@ -3,7 +3,8 @@
 Field names and shapes are the protocol's, so that KServe, Triton and Seldon clients read them
 unchanged. Requests are read strictly (a string is not a number, unknown fields are refused)
 but accept the optional `parameters` objects the protocol allows at every level: clients send
-them (tritonclient marks each requested output `{"binary_data": false}`).
+them, and the route reads the binary tensor data extension's from them (`binary_data_size`,
+`binary_data`, `binary_data_output`).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class RequestInput(BaseModel):
     datatype: str
     parameters: Parameters | None = None
     # Checked element by element by the route, which says which element is wrong and why.
-    data: list[Any]
+    # None when the tensor comes as binary data after the JSON (`binary_data_size`).
+    data: list[Any] | None = None
 
 
 class RequestOutput(BaseModel):
@@ -109,12 +111,14 @@ class InferRequest(BaseModel):
 
 
 class ResponseOutput(BaseModel):
-    """One output tensor of an answer, its data flat in row-major order."""
+    """One output tensor of an answer, its data flat in row-major order: in `data`, or, as
+    binary data after the JSON, `parameters.binary_data_size` bytes of it."""
 
     name: str
     datatype: str
     shape: list[int]
-    data: list[float] | list[str]
+    parameters: Parameters | None = None
+    data: list[float] | list[str] | None = None
 
 
 class InferResponse(BaseModel):
