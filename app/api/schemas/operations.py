@@ -1,4 +1,5 @@
-"""GET /healthz, GET /readyz and POST /admin/reload: probes and operations."""
+"""GET /healthz, GET /readyz, POST /admin/reload and /admin/models/{name}: probes and
+operations."""
 
 from __future__ import annotations
 
@@ -51,4 +52,27 @@ class ReloadResponse(BaseModel):
     )
     models: list[ModelReload] = Field(
         default_factory=list, description="Each model reloaded, with its outcome."
+    )
+
+
+class ModelLoadResponse(BaseModel):
+    """What POST /admin/models/{name} did in the worker that answered."""
+
+    status: Literal["loaded"] = "loaded"
+    model: ModelRef = Field(description="The model served now under that name.")
+    seconds: float = Field(description="Time to load, verify and warm up the checkpoint.")
+    other_workers_signalled: bool = Field(
+        description="With WORKERS > 1: the other worker processes were told to reload, which "
+        "loads the folders new to the store and retries the models that failed (each does "
+        "it on its own, in the background, and logs the outcome); false with one worker."
+    )
+
+
+class ModelUnloadResponse(BaseModel):
+    """What DELETE /admin/models/{name} did in the worker that answered."""
+
+    status: Literal["unloaded"] = "unloaded"
+    name: str = Field(description="The model no longer served.")
+    version: str | None = Field(
+        description="The version it served until now; null when it had failed to load."
     )
