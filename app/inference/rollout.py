@@ -217,10 +217,13 @@ class Rollout:
         store's folders when they were read; this checks what the store was built from)."""
         for setting, candidate in (("APP_CANARY", self.canary), ("APP_SHADOW", self.shadow)):
             if candidate is not None and candidate.name not in store.names:
-                raise StartupError(
+                reason = (
                     f"{setting}: no model named {candidate.name!r} is served "
                     f"(served: {', '.join(store.names)})"
                 )
+                # Logged here: the server drops the traceback of a StartupError as told.
+                logger.error("cannot serve: %s", reason)
+                raise StartupError(reason)
 
     def report(self, store: ModelStore) -> None:
         """Log, once the models are loaded, what each candidate does (or why it cannot)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from app.core.config import Settings
 from app.inference.predictor import Predictor
+from app.inference.slot import StartupError
 from tests.app.conftest import serve_app
 from tests.conftest import CORPUS, build_checkpoint
 
@@ -119,14 +121,16 @@ async def test_a_whole_canary_takes_every_request_that_names_no_model(
     assert second.json()["model"]["name"] == "default"
 
 
+def copy_store(store: Path, root: Path, *names: str) -> Path:
+    for name in names:
+        shutil.copytree(store / name, root / name)
+    return root
+
+
 async def test_a_canary_that_is_not_served_leaves_the_default_answering(
-    store: Path, tmp_path: Path
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broken = tmp_path / "store"
-    for name in ("default", "other"):
-        (broken / name).mkdir(parents=True)
-        for file in (store / name).iterdir():
-            (broken / name / file.name).write_bytes(file.read_bytes())
+    broken = copy_store(store, tmp_path / "store", "default", "other")
     weights = broken / "other" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-7])
     async with serve_app(settings(broken, canary="other:1")) as client:
@@ -137,6 +141,17 @@ async def test_a_canary_that_is_not_served_leaves_the_default_answering(
     assert {answer.status_code for answer in answers} == {200}
     assert {answer.json()["model"]["name"] for answer in answers} == {"default"}
     assert route.json()["model"]["name"] == "default"
+    warned = [r for r in caplog.records if r.name == "app.inference.rollout"]
+    assert "not being served" in warned[0].getMessage()
+
+
+async def test_a_candidate_gone_from_the_store_stops_the_start(store: Path, tmp_path: Path) -> None:
+    root = copy_store(store, tmp_path / "store", "default", "other")
+    checked = settings(root, canary="other:0.5")  # the folder is there when the settings are read
+    shutil.rmtree(root / "other")
+    with pytest.raises(StartupError, match=r"APP_CANARY: no model named 'other' is served"):
+        async with serve_app(checked):
+            pass
 
 
 # --- shadow -----------------------------------------------------------------------------------
@@ -200,11 +215,8 @@ def candidate_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], No
 
 @pytest.fixture
 def slow_store(store: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "store"
-    for name, folder in (("default", "default"), ("slow", "twin")):
-        (root / name).mkdir(parents=True)
-        for file in (store / folder).iterdir():
-            (root / name / file.name).write_bytes(file.read_bytes())
+    root = copy_store(store, tmp_path / "store", "default")
+    shutil.copytree(store / "twin", root / "slow")
     return root
 
 
