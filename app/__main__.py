@@ -33,7 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 # SIGHUP reloads the model once the app runs (app.inference.slot); until then, while torch and the
 # app are imported and the model loads, it is ignored rather than fatal (its default action).
@@ -114,7 +114,8 @@ def build_parser(prog: str = "python -m app") -> argparse.ArgumentParser:
     )
     for flag, (variable, model, field) in FLAGS.items():
         info = model.model_fields[field]
-        choices = get_args(info.annotation) or None
+        literal = get_origin(info.annotation) is Literal
+        choices = get_args(info.annotation) if literal else None
         kind: Any = int if info.annotation is int else str
         metavar = None if choices else variable
         parser.add_argument(
