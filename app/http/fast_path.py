@@ -84,15 +84,15 @@ class PredictFastPath:
             return _replay(messages, receive)
         if request.model is not None and request.model != runtime.model.name:
             return _replay(messages, receive)  # another model of the store: the route picks it
-        chosen = runtime
-        canary = self._canary
-        if canary is not None and request.model is None:
-            chosen = _canary_or(canary, runtime, scope)
         texts, field = (
             ([request.text], "text") if request.text is not None else (request.texts or [], "texts")
         )
+        chosen = runtime
         try:
             self._gate.admit(caller)
+            canary = self._canary
+            if canary is not None and request.model is None:  # after admit, as on the route
+                chosen = _canary_or(canary, runtime, scope)
             predictions = await chosen.predict(texts, field=field)
         except ApiError as error:
             response = error_response(

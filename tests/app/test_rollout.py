@@ -127,6 +127,20 @@ def copy_store(store: Path, root: Path, *names: str) -> Path:
     return root
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_refused_request_is_not_counted_as_the_canary_s(
+    store: Path, fast_path: bool
+) -> None:
+    overrides = {"canary": "other:1", "fast_path": fast_path, "rate_limit_per_minute": 3}
+    async with serve_app(settings(store, **overrides)) as client:
+        statuses = [
+            (await client.post("/predict", json={"text": TEXTS[0]})).status_code for _ in range(6)
+        ]
+        exposition = (await client.get("/metrics")).text
+    assert statuses.count(429) == 3
+    assert metric(exposition, "canary_requests_total", model="other") == statuses.count(200)
+
+
 async def test_a_canary_that_is_not_served_leaves_the_default_answering(
     store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
