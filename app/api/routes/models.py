@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 
 from app.api.errors import error_responses
 from app.api.responses import architecture_of
@@ -19,8 +21,8 @@ async def list_models(request: Request) -> ModelsResponse:
     return ModelsResponse(models=[summary(entry, store) for entry in store])
 
 
-@router.get("/models/{name}", responses=error_responses(401, 404))
-async def get_model(name: str, request: Request) -> ModelSummary:
+@router.get("/models/{name}", responses=error_responses(401, 404, 422))
+async def get_model(name: Annotated[str, Path(max_length=64)], request: Request) -> ModelSummary:
     """One model by name; 404 `model_not_found` lists the known names."""
     store: ModelStore = request.state.store
     return summary(store.entry(name), store)
