@@ -441,3 +441,14 @@ async def test_keys_and_rate_limits_guard_v2_but_not_its_probes(make_settings: A
 async def test_v2_routes_stay_out_of_the_native_openapi(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert not [path for path in paths if path.startswith("/v2")]
+
+
+async def test_answers_before_the_routes_take_the_protocol_shape(serve: Any) -> None:
+    async with serve("lstm", max_body_bytes=1024) as client:
+        response = await client.post(
+            "/v2/models/default/infer",
+            content=b"{" + b" " * 2000 + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 413
+    assert set(response.json()) == {"error"}
