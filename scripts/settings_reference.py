@@ -70,6 +70,12 @@ GROUPS = (
         names=("model_store", "models", "default_model", "model_dir", "reload_on_sighup"),
     ),
     Group(
+        "Rolling out a new model",
+        "A candidate model beside the default: a share of its traffic, or its answers scored "
+        "in the shadow (docs/rollout.md).",
+        names=("canary", "shadow"),
+    ),
+    Group(
         "Request limits",
         "Each limit has its own 4xx with a machine-readable `details[].type`.",
         names=("body_timeout_s", "body_deadline_s", "header_timeout_s"),

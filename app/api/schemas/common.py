@@ -41,7 +41,10 @@ ModelName = Annotated[
     str,
     Field(
         max_length=64,
-        description="Which model answers, by name (GET /models); omitted: the default model.",
+        description=(
+            "Which model answers, by name (GET /models); omitted: the default model (or the "
+            "canary candidate, for the share APP_CANARY gives it)."
+        ),
     ),
 ]
 
