@@ -217,7 +217,15 @@ class ModelStore:
     def reload_in_background(self) -> None:
         """SIGHUP: reload every model (and load the folders new to the store), outcomes to
         the log."""
-        self._track(self.reload())
+        self._track(self._logged_reload())
+
+    async def _logged_reload(self) -> None:
+        # Each model's outcome is logged where it happens; this catches what nothing expects
+        # (an unreadable store), which would otherwise surface only when the task is collected.
+        try:
+            await self.reload()
+        except Exception:
+            logger.exception("reload of every model failed")
 
     async def load(self, name: str) -> ModelIdentity:
         """Serve the checkpoint folder `APP_MODEL_STORE/name` (module doc): the model now
