@@ -90,7 +90,8 @@ class Metrics:
         )
         self.model_requests = Counter(
             "inference_requests",
-            "Requests each model answered, by model and kind (predict, trace, explain).",
+            "Requests handed to each model once their texts passed the limits (503s "
+            "included), by model and kind (predict, trace, explain).",
             ("model", "kind"),
             registry=registry,
         )
@@ -225,7 +226,7 @@ class ModelMetrics:
         child.inc()
 
     def count_request(self, kind: str) -> None:
-        """A request of `kind` (predict, trace, explain) reached this model."""
+        """A request of `kind` (predict, trace, explain) reached this model's queues."""
         self._requests[kind].inc()
 
     def count_prediction(self, label: str) -> None:
