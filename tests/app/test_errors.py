@@ -249,7 +249,7 @@ async def test_the_fast_path_and_the_route_give_the_same_errors(serve: Any) -> N
         pytest.param(
             "/hidden-states",
             {"text": "x", "colour": "red"},
-            'unknown field: send {"text": "..."}; optional: \'model\', \'layers\', '
+            "unknown field: send {\"text\": \"...\"}; optional: 'model', 'layers', "
             "'include_cell_state', 'decimals', 'include_gates', 'units', 'top_k', 'full'",
             id="hidden-states",
         ),
