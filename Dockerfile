@@ -1,12 +1,13 @@
-# rnn-sentiment serving image: FastAPI + the shipped default checkpoint, CPU-only PyTorch.
+# rnn-sentiment serving image: FastAPI + a model store holding the shipped default checkpoint,
+# CPU-only PyTorch.
 #
 #   docker build -t rnn-sentiment .
 #   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp rnn-sentiment
 #
 # Stages: `requirements` turns pyproject.toml into a requirements list, `build` installs the
 # dependencies into a virtualenv (and has the toolchain), `project` builds the project's wheel,
-# `runtime` is the slim image that ships: the virtualenv, the checkpoint and the wheel, run as
-# a non-root user.
+# `runtime` is the slim image that ships: the virtualenv, the model store (/models) and the
+# wheel, run as a non-root user.
 # docs/deployment.md documents the build arguments and settings.
 
 # The runtime dependencies alone, so that editing anything else in pyproject.toml (dev tools,
@@ -64,10 +65,12 @@ COPY training/ training/
 COPY rnn_sentiment/ rnn_sentiment/
 RUN pip wheel --no-deps --wheel-dir /dist .
 
-# The checkpoint, world-readable whatever modes its files had in the build context (the
-# classic builder has no COPY --chmod); it stays owned by root, so the service cannot alter it.
-COPY model_store/default/ /model/
-RUN chmod -R u=rwX,go=rX /model
+# The model store: one folder per model, named as clients name it. The image bakes the shipped
+# checkpoint as `default`; a store mounted over /models replaces it (docs/models.md). World-
+# readable whatever modes its files had in the build context (the classic builder has no COPY
+# --chmod); it stays owned by root, so the service cannot alter it.
+COPY model_store/default/ /models/default/
+RUN chmod -R u=rwX,go=rX /models
 
 
 FROM python:3.11-slim AS runtime
@@ -88,11 +91,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     WORKERS=1 \
-    APP_MODEL_DIR=/app/model_store/default
+    APP_MODEL_STORE=/models
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --from=project /model/ /app/model_store/default/
+COPY --from=project /models/ /models/
 COPY --from=project /dist/ /tmp/dist/
 RUN pip install --no-deps --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
         /tmp/dist/*.whl \

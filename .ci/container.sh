@@ -10,10 +10,13 @@
 #     HEALTHCHECK says healthy; it must run as non-root, carry no secrets
 #     (.ci/image_secrets.py) and answer /predict exactly as the local service (`make serve`)
 #     does on a fixed set of texts;
-#  5. `docker compose up -d --wait` (model mounted read-only, APP_STREAM_SECRET from the
-#     environment as an operator would pass it), a smoke call, a /stream read piece by piece
-#     over new connections (either worker continues it), SIGHUP (both workers reload, the
-#     service keeps answering), `docker compose down`.
+#     The image's baked store (/models) serves one model, `default`;
+#  5. `docker compose up -d --wait` (a store of two models mounted read-only: the shipped
+#     checkpoint as `default` and as `second`; APP_STREAM_SECRET from the environment as an
+#     operator would pass it), a smoke call, /models listing both ready, /predict naming
+#     `second` answered by it (with the same numbers: the same weights), a /stream read piece
+#     by piece over new connections (either worker continues it), SIGHUP (both workers
+#     reload both models, the service keeps answering), `docker compose down`.
 #
 # An image built on the stand-in proves the Dockerfile, not the official base: never publish it.
 set -euo pipefail
@@ -24,6 +27,9 @@ IMAGE=rnn-sentiment:ci
 PROJECT=rnn-sentiment-ci
 CONTAINER=rnn-sentiment-ci
 HEALTHY_WITHIN=120
+# The second model deploy/compose.ci.yaml mounts into the store beside `default`.
+SECOND_MODEL=second
+MODELS_SERVED=2
 COMPARE_TEXTS=(
     "I absolutely loved this movie, the acting was wonderful."
     "The food was cold and the waiter was rude. Never again."
@@ -191,22 +197,36 @@ EOF
 kill -- "-$SERVE_PID" 2>/dev/null || true
 wait "$SERVE_PID" 2>/dev/null || true
 SERVE_PID=""
+say "the image's own store serves the one model it bakes"
+python3 - "$CONTAINER_PORT" <<'EOF' 2>&1 | tee -a "$W/check.log"
+import json
+import sys
+import urllib.request
+
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/models", timeout=30) as response:
+    models = json.load(response)["models"]
+found = [(model["name"], model["status"], model["default"]) for model in models]
+if found != [("default", "ready", True)]:
+    sys.exit(f"the image's /models: expected only `default`, ready; got {found}")
+print(f"  GET /models: {found}")
+EOF
 docker rm -f "$CONTAINER" >/dev/null
 
 # --- 5. compose --------------------------------------------------------------------------------
 COMPOSE_PORT=$(free_port)
-say "docker compose up -d --wait (2 workers, model mounted read-only, port $COMPOSE_PORT)"
+say "docker compose up -d --wait (2 workers, a store of $MODELS_SERVED models mounted read-only, port $COMPOSE_PORT)"
 COMPOSE_START=$SECONDS
 IMAGE=$IMAGE HOST_PORT=$COMPOSE_PORT docker compose "${COMPOSE[@]}" up -d --no-build --wait \
     --wait-timeout "$HEALTHY_WITHIN" \
     || { docker compose "${COMPOSE[@]}" logs --tail 40 >&2; fail "compose service not healthy"; }
 COMPOSE_SECONDS=$((SECONDS - COMPOSE_START))
-python3 - "$COMPOSE_PORT" <<'EOF' 2>&1 | tee -a "$W/check.log"
+python3 - "$COMPOSE_PORT" "$SECOND_MODEL" <<'EOF' 2>&1 | tee -a "$W/check.log"
 import json
+import math
 import sys
 import urllib.request
 
-base = f"http://127.0.0.1:{sys.argv[1]}"
+base, second = f"http://127.0.0.1:{sys.argv[1]}", sys.argv[2]
 
 
 def call(path, body=None):
@@ -224,6 +244,28 @@ answer = json.loads(raw)
 if "label" not in answer or "probabilities" not in answer:
     sys.exit(f"unexpected /predict answer through compose: {answer}")
 print(f"  compose smoke call: {answer['label']} {answer.get('score')}")
+default_answer = answer
+if answer.get("model", {}).get("name") != "default":
+    sys.exit(f"a request naming no model was not answered by `default`: {answer.get('model')}")
+# The mounted store: both models listed, ready, the default first.
+_, raw = call("/models")
+found = [(model["name"], model["status"], model["default"]) for model in json.loads(raw)["models"]]
+if found != [("default", "ready", True), (second, "ready", False)]:
+    sys.exit(f"GET /models through compose: expected `default` and `{second}` ready, got {found}")
+print(f"  GET /models: {found}")
+# A request naming the second model is answered by it; the same weights, so the same numbers.
+body = {"text": "The staff were friendly and the room was spotless.", "model": second}
+_, raw = call("/predict", body)
+answer = json.loads(raw)
+if answer.get("model", {}).get("name") != second:
+    sys.exit(f"/predict naming `{second}` was answered by {answer.get('model')}")
+same = answer["label"] == default_answer["label"] and all(
+    math.isclose(answer["probabilities"][label], value, rel_tol=0, abs_tol=1e-6)
+    for label, value in default_answer["probabilities"].items()
+)
+if not same:
+    sys.exit(f"`{second}` (the same checkpoint) answered differently: {answer} vs {default_answer}")
+print(f"  /predict naming `{second}`: {answer['label']} {answer['score']}, by {second}")
 # The mounted checkpoint's card, and the docs page with its assets from the installed wheel.
 for path in ("/healthz", "/model", "/docs", "/static/swagger-ui/swagger-ui-bundle.js"):
     status, raw = call(path)
@@ -245,24 +287,25 @@ if grep -q 'APP_STREAM_SECRET is not set' <<<"$API_LOGS"; then
     fail "the compose service did not get APP_STREAM_SECRET from the environment"
 fi
 # docs/operations.md, "Deploying a new model without a restart": SIGHUP to the container reaches the server
-# (PID 1), the arbiter passes it to both workers, each reloads (the checkpoint is the one
-# served: "nothing to do") and the service stays up.
-say "docker compose kill -s HUP api: both workers reload, the service keeps answering"
+# (PID 1), the arbiter passes it to both workers, each reloads every model of the store (the
+# checkpoint is the one served: "nothing to do") and the service stays up.
+RELOADS_EXPECTED=$((2 * MODELS_SERVED))
+say "docker compose kill -s HUP api: both workers reload both models, the service keeps answering"
 IMAGE=$IMAGE docker compose "${COMPOSE[@]}" kill -s HUP api >/dev/null
 for _ in $(seq 1 60); do
     reloads=$(IMAGE=$IMAGE docker compose "${COMPOSE[@]}" logs api 2>&1 | grep -c 'the checkpoint is the one served' || true)
-    ((reloads >= 2)) && break
+    ((reloads >= RELOADS_EXPECTED)) && break
     sleep 0.5
 done
-((reloads >= 2)) || {
+((reloads >= RELOADS_EXPECTED)) || {
     IMAGE=$IMAGE docker compose "${COMPOSE[@]}" logs --tail 40 api >&2
-    fail "SIGHUP: $reloads of 2 workers logged a reload"
+    fail "SIGHUP: $reloads of $RELOADS_EXPECTED reloads (2 workers x $MODELS_SERVED models) logged"
 }
 python3 -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], data=b"{\"text\": \"Still serving?\"}", headers={"content-type": "application/json"}), timeout=30)' \
     "http://127.0.0.1:$COMPOSE_PORT/predict" || fail "no answer after SIGHUP"
 [[ $(docker inspect -f '{{.State.Running}}' "$(IMAGE=$IMAGE docker compose "${COMPOSE[@]}" ps -q api)") == true ]] \
     || fail "the container stopped after SIGHUP"
-say "SIGHUP: $reloads workers reloaded, still serving"
+say "SIGHUP: $reloads model reloads over 2 workers, still serving"
 IMAGE=$IMAGE docker compose "${COMPOSE[@]}" down --timeout 10
 say "compose service healthy in ${COMPOSE_SECONDS}s, stopped"
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 # SIGHUP reloads the model once the app runs (app.inference.slot); until then, while torch and the
 # app are imported and the model loads, it is ignored rather than fatal (its default action).
@@ -114,7 +114,8 @@ def build_parser(prog: str = "python -m app") -> argparse.ArgumentParser:
     )
     for flag, (variable, model, field) in FLAGS.items():
         info = model.model_fields[field]
-        choices = get_args(info.annotation) or None
+        literal = get_origin(info.annotation) is Literal
+        choices = get_args(info.annotation) if literal else None
         kind: Any = int if info.annotation is int else str
         metavar = None if choices else variable
         parser.add_argument(
@@ -145,8 +146,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m app") -> int:
             print(f"{PROG}: invalid setting {shown}: {'; '.join(messages)}", file=sys.stderr)
         return INVALID_SETTINGS
     # The cheap checks first: a wrong directory or a busy port is reported in a moment.
-    problem = model_dir_problem(settings.model_dir) or port_problem(server.host, server.port)
-    problem = problem or checkpoint_problem(settings.model_dir)
+    # The default model must load for the service to start; the others are checked as they load.
+    default_dir = settings.model_dirs()[settings.default_model]
+    problem = model_dir_problem(default_dir) or port_problem(server.host, server.port)
+    problem = problem or checkpoint_problem(default_dir)
     if problem is not None:
         print(f"{PROG}: {problem}", file=sys.stderr)
         return INVALID_SETTINGS
@@ -172,7 +175,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m app") -> int:
         status = serve(APP, server)
         if status == STARTUP_FAILURE and os.getpid() == arbiter_pid:
             # Once, from the process the person started, however many workers failed.
-            print(f"{PROG}: {startup_failure(settings.model_dir)}", file=sys.stderr)
+            print(f"{PROG}: {startup_failure(default_dir)}", file=sys.stderr)
         return status
     finally:
         if own_dir is not None and os.getpid() == arbiter_pid:  # not in a forked worker

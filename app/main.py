@@ -37,8 +37,10 @@ from app.api.routes import (
     health,
     hidden_states,
     model,
+    models,
     predict,
     tokenize,
+    v2,
 )
 from app.api.routes import metrics as metrics_route
 from app.api.routes import stream as stream_routes
@@ -50,7 +52,9 @@ from app.http.fast_path import PredictFastPath
 from app.http.middleware import GzipMiddleware, RequestMiddleware
 from app.http.ratelimit import RateLimiter
 from app.http.security import Gate, KeyRing
-from app.inference.slot import ModelSlot, StartupError
+from app.inference.rollout import Rollout
+from app.inference.slot import StartupError
+from app.inference.store import ModelStore
 from app.openapi import openapi_with_limits
 from app.streaming.codec import stream_secret
 from app.streaming.service import streams_factory
@@ -84,12 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for `settings` (default: from the environment). Loads no model."""
     settings = settings or get_settings()
     metrics = Metrics()
+    rollout = Rollout(settings, metrics)  # APP_CANARY, APP_SHADOW: None each when unset
     app = FastAPI(
         title="rnn-sentiment",
         version=_version(),
         description=DESCRIPTION,
         # Made with the app, before gunicorn forks its workers: they all sign streams alike.
-        lifespan=_lifespan(settings, metrics, stream_secret(settings)),
+        lifespan=_lifespan(settings, metrics, stream_secret(settings), rollout),
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
@@ -109,15 +114,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_gate = Gate(KeyRing.of(settings.api_keys), limiter)
     guards = guarded(api_gate)
     app.state.api_gate = api_gate
+    app.state.canary = rollout.canary  # read by the routes (app.api.deps, /predict)
+    app.state.shadow = rollout.shadow
     app.state.stream_ws_connections = Connections()  # this worker's /stream/ws sockets
     app.include_router(predict.router, dependencies=guards)
     app.include_router(hidden_states.router, dependencies=guards)
     app.include_router(model.router, dependencies=guards)
+    app.include_router(models.router, dependencies=guards)
     app.include_router(tokenize.router, dependencies=guards)
     app.include_router(explain.router, dependencies=guards)
     app.include_router(stream_routes.router, dependencies=guards)
     app.include_router(stream_routes.ws_router)  # authenticates itself (see its module)
     app.include_router(health.router)
+    # The Open Inference Protocol beside the native API: its probes unguarded like the ones
+    # above, the rest behind the same guards (app.api.routes.v2).
+    app.include_router(v2.health_router)
+    app.include_router(v2.router, dependencies=guards)
     if settings.admin_keys:
         admin_gate = Gate(KeyRing.of(settings.admin_keys))
         app.include_router(
@@ -165,7 +177,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=app.routes,
         access_log=settings.access_log,
         fast_path=(
-            PredictFastPath(api_gate, cors=bool(settings.cors_origins))
+            PredictFastPath(
+                api_gate,
+                cors=bool(settings.cors_origins),
+                canary=rollout.canary,
+                shadow=rollout.shadow,
+            )
             if settings.fast_path
             else None
         ),
@@ -179,19 +196,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _lifespan(
-    settings: Settings, metrics: Metrics, secret: tuple[bytes, str]
+    settings: Settings, metrics: Metrics, secret: tuple[bytes, str], rollout: Rollout
 ) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         configure_logging(settings.log_level, settings.log_format)
         torch.set_num_threads(settings.torch_threads)
         started = time.perf_counter()
-        logger.info("loading checkpoint", extra={"model_dir": str(settings.model_dir)})
-        slot = ModelSlot(settings, metrics, streams_factory(settings, metrics, secret))
+        store = ModelStore(settings, metrics, streams_factory(settings, metrics, secret))
+        rollout.check(store)
+        default_dir = settings.model_dirs()[settings.default_model]
+        logger.info(
+            "loading models",
+            extra={"models": store.names, "default": store.default_name},
+        )
         try:
-            serving = await slot.start()
+            serving = await store.start()
         except Exception as error:
-            raise _cannot_serve(settings.model_dir, error) from None
+            raise _cannot_serve(default_dir, error) from None
+        rollout.report(store)
         if settings.gc_freeze:
             # Everything allocated so far lives as long as the process: keep the collector off it.
             gc.collect()
@@ -204,15 +227,17 @@ def _lifespan(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        hangup = _reload_on_sighup(slot) if settings.reload_on_sighup else False
+        hangup = _reload_on_sighup(store) if settings.reload_on_sighup else False
         try:
-            # Each request gets the slot's current runtime and streams (RequestMiddleware).
-            yield {"slot": slot}
+            # Each request gets the default slot's current runtime and streams
+            # (RequestMiddleware); a request naming another model takes it from the store.
+            yield {"slot": store.default, "store": store}
         finally:
             logger.info("shutting down")
             if hangup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            await slot.stop()
+            await rollout.stop()  # the shadow's scoring first: it holds models' runtimes
+            await store.stop()
             if settings.gc_freeze:
                 gc.unfreeze()
             metrics.mark_process_dead()
@@ -238,13 +263,13 @@ def _cannot_serve(model_dir: Path, error: Exception) -> StartupError:
     return StartupError(reason)
 
 
-def _reload_on_sighup(slot: ModelSlot) -> bool:
-    """SIGHUP reloads the checkpoint (app.inference.slot); False where no handler can be
+def _reload_on_sighup(store: ModelStore) -> bool:
+    """SIGHUP reloads every model (app.inference.store); False where no handler can be
     installed."""
     if threading.current_thread() is not threading.main_thread():
         return False  # e.g. an app run by a test harness on another thread
     try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, slot.reload_in_background)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, store.reload_in_background)
     except (NotImplementedError, RuntimeError):  # no signals on this platform or loop
         return False
     return True

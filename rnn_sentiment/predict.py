@@ -260,11 +260,12 @@ def _jsonl_objects(lines: Iterable[str], text_field: str, name: str) -> Iterator
 class Scorer:
     """The service's predictor for one checkpoint, and the service's answer for each text."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, name: str) -> None:
+        """`name`: the model's name as the service would serve it (APP_DEFAULT_MODEL)."""
         from app.inference.runtime import ModelIdentity  # noqa: PLC0415
 
         self.predictor = predictor
-        self.model = ModelIdentity(predictor.name, predictor.version)
+        self.model = ModelIdentity(name, predictor.version)
 
     @classmethod
     def load(cls, model_dir: Path | None) -> Scorer:
@@ -283,7 +284,7 @@ class Scorer:
             setting = f"APP_{first['loc'][0]}".upper() if first["loc"] else "APP_*"
             raise InputError(f"invalid setting {setting}: {first['msg']}") from None
         try:
-            checkpoint = load_checkpoint(settings.model_dir)
+            checkpoint = load_checkpoint(settings.model_dirs()[settings.default_model])
         except CheckpointError as error:
             raise InputError(
                 f"cannot load the checkpoint ({error}); pass --model-dir (or set "
@@ -295,7 +296,7 @@ class Scorer:
             dtype=getattr(torch, settings.inference_dtype),
             torchscript=settings.torchscript,
         )
-        return cls(predictor)
+        return cls(predictor, settings.default_model)
 
     def write(
         self, records: Iterable[Record], out: IO[bytes], batch_size: int, advance: Tracker

@@ -65,8 +65,15 @@ GROUPS = (
     ),
     Group(
         "Model",
-        "The checkpoint to serve; its manifest is verified at start-up and on every reload.",
-        names=("model_dir", "reload_on_sighup"),
+        "The checkpoints to serve, by name (docs/models.md); each manifest is verified at "
+        "start-up and on every reload.",
+        names=("model_store", "models", "default_model", "model_dir", "reload_on_sighup"),
+    ),
+    Group(
+        "Rolling out a new model",
+        "A candidate model beside the default: a share of its traffic, or its answers scored "
+        "in the shadow (docs/rollout.md).",
+        names=("canary", "shadow"),
     ),
     Group(
         "Request limits",
@@ -122,10 +129,11 @@ CONTAINER_VALUES = {
         "WORKERS * APP_TORCH_THREADS within the compose cpus limit.",
     ),
     "APP_TORCH_THREADS": ("1", None),
-    "APP_MODEL_DIR": (
-        "/app/model_store/default",
-        "The image ships the default checkpoint here. For another one, mount it read-only "
-        "(see the volumes comment in docker-compose.yml) and point this at the mount.",
+    "APP_MODEL_STORE": (
+        "/models",
+        "The image bakes the shipped checkpoint here as the model `default`. To serve others, "
+        "mount a store over it read-only, or one model beside it (see the volumes comment in "
+        "docker-compose.yml).",
     ),
     "APP_LOG_FORMAT": (
         "json",

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from app.core.config import ServerSettings, Settings
+from app.core.config import MODEL_NAME_PATTERN, ServerSettings, Settings
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,16 +147,37 @@ def test_server_settings_match_the_app() -> None:
     assert FINAL.values("EXPOSE") == [env["PORT"]]
 
 
-def test_model_dir_setting_points_at_the_copied_checkpoint() -> None:
-    assert "model_dir" in Settings.model_fields
+def _env_example_values() -> dict[str, str]:
+    """The settings env.example sets (not those left commented out at their defaults)."""
+    lines = (ROOT / "env.example").read_text().splitlines()
+    return dict(line.partition("=")[::2] for line in lines if re.match(r"[A-Z][A-Z0-9_]*=", line))
+
+
+def test_the_image_bakes_a_model_store_holding_the_default_model() -> None:
     env = FINAL.env()
-    model_dir = env["APP_MODEL_DIR"]
-    assert Path(model_dir).is_absolute()
-    copies = [value for value in FINAL.values("COPY") if "model" in value]
-    assert any(shlex.split(value)[-1].rstrip("/") == model_dir for value in copies)
-    # The default setting, relative to WORKDIR, names the same place.
-    workdir = FINAL.values("WORKDIR")[-1]
-    assert Path(workdir) / Settings.model_fields["model_dir"].default == Path(model_dir)
+    store = env["APP_MODEL_STORE"]
+    assert Path(store).is_absolute()
+    # a store and a single directory together are refused at start-up
+    assert "APP_MODEL_DIR" not in env
+    with pytest.raises(ValueError, match="not both"):
+        Settings(model_store=Path(store), model_dir=Path(store) / "default")
+    # the project stage puts the shipped checkpoint in the store, under the default name...
+    project = next(stage for stage in STAGES if stage.name == "project")
+    default = Settings.model_fields["default_model"].default
+    assert ("model_store/default/", f"{store}/{default}/") in _copy_sources(project)
+    # ...and the runtime stage copies that whole store to the same place
+    copies = [shlex.split(value) for value in FINAL.values("COPY")]
+    assert ["--from=project", f"{store}/", f"{store}/"] in copies
+    assert Settings(model_store=Path(store)).model_dirs() == {default: Path(store) / default}
+
+
+def test_env_example_serves_the_images_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = _env_example_values()
+    assert values["APP_MODEL_STORE"] == FINAL.env()["APP_MODEL_STORE"]
+    for name, value in {**FINAL.env(), **values}.items():
+        if name.startswith("APP_"):
+            monkeypatch.setenv(name, value)
+    Settings()  # the image's environment plus the env file, validated as at start-up
 
 
 def test_healthcheck_probes_readyz_on_the_configured_port() -> None:
@@ -326,7 +347,7 @@ def test_env_example_names_real_settings() -> None:
     lines = (ROOT / env_file).read_text().splitlines()
     entries = [line.lstrip("# ") for line in lines if re.match(r"#? ?[A-Z][A-Z0-9_]*=", line)]
     names = {entry.partition("=")[0] for entry in entries}
-    assert "APP_MODEL_DIR" in names
+    assert {"APP_MODEL_STORE", "APP_MODELS", "APP_DEFAULT_MODEL", "APP_MODEL_DIR"} <= names
     server = {name.upper() for name in ServerSettings.model_fields}
     for name in names:
         if name.startswith("APP_"):
@@ -336,14 +357,28 @@ def test_env_example_names_real_settings() -> None:
             assert name != "PORT", "compose fixes PORT; an env file must not move it"
 
 
-def test_ci_override_builds_on_the_host_network_and_mounts_the_model_read_only() -> None:
+def test_ci_override_builds_on_the_host_network_and_mounts_a_store_of_two_models() -> None:
     service = _compose("deploy/compose.ci.yaml")["services"]["api"]
     assert service["build"]["network"] == "host"
-    source, target, mode = service["volumes"][0].split(":")
-    # compose resolves it against the project directory, that of docker-compose.yml
-    assert (ROOT / source).resolve() == (ROOT / "model_store/default").resolve()
-    assert mode == "ro"
-    assert service["environment"]["APP_MODEL_DIR"] == target
+    store = service["environment"]["APP_MODEL_STORE"]
+    assert store == FINAL.env()["APP_MODEL_STORE"]
+    assert "APP_MODEL_DIR" not in service["environment"]
+    names = []
+    for volume in service["volumes"]:
+        source, target, mode = volume.split(":")
+        # compose resolves it against the project directory, that of docker-compose.yml
+        assert (ROOT / source).resolve() == (ROOT / "model_store/default").resolve()
+        assert mode == "ro"
+        assert Path(target).parent == Path(store)
+        names.append(Path(target).name)
+    default = Settings.model_fields["default_model"].default
+    first, second = names
+    assert first == default
+    assert re.fullmatch(MODEL_NAME_PATTERN, second)
+    # the container check asks the service for that model by name
+    check = (ROOT / ".ci/container.sh").read_text()
+    assert f"SECOND_MODEL={second}" in check
+    assert '"model": second' in check
 
 
 def test_ci_runs_the_container_check_after_the_tests() -> None:

@@ -85,7 +85,9 @@ def test_env_example_values_are_valid_settings() -> None:
             app[name.removeprefix("APP_").lower()] = value
         else:
             server[name.lower()] = value
-    assert Settings.model_validate(app).model_dir == Path("/app/model_store/default")
+    settings = Settings.model_validate(app)
+    assert settings.model_store == Path("/models")  # the store the image bakes
+    assert settings.model_dir is None  # refused together with a store
     assert ServerSettings.model_validate(server).workers == 1
     assert len(app) > 30
 

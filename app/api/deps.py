@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations` here: FastAPI reads these signatures at run time.
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -9,7 +11,10 @@ from fastapi.security import HTTPBearer
 
 from app.core.errors import ApiError, UnavailableError
 from app.http.security import Gate, is_json
+from app.inference.rollout import Canary
 from app.inference.runtime import Runtime
+from app.inference.slot import Serving
+from app.inference.store import ModelStore
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -30,6 +35,51 @@ async def get_inference_runtime(request: Request) -> Runtime:
     """
     require_json(request)
     return await get_runtime(request)
+
+
+# The routes a canary (APP_CANARY) answers part of: one request, one answer. Never the
+# stream routes: a stream's state is bound to the model that began it (app/inference/rollout.py).
+CANARY_ROUTES = frozenset({"/predict", "/tokenize", "/hidden-states", "/explain"})
+
+
+@contextmanager
+def serving_for(request: Request, runtime: Runtime, name: str | None) -> Iterator[Serving]:
+    """The model a request names (`"model"` in its body), or the default one it was given
+    (`runtime`, with its streams) when it names none or the default: 404 `model_not_found`
+    for a name the store does not hold, 503 for a model not being served. With a canary set,
+    a request on one of `CANARY_ROUTES` that names no model may get the canary instead.
+
+    A named model's runtime counts the request in flight until the block ends, as the request
+    middleware does for the default's, so a reload of that model waits for it.
+    """
+    store: ModelStore
+    if name is None:
+        canary: Canary | None = getattr(request.app.state, "canary", None)
+        serving = None
+        if canary is not None and _route_path(request) in CANARY_ROUTES:
+            store = request.state.store
+            serving = canary.pick(store)
+        if serving is None:
+            yield Serving(runtime, request.state.streams)
+            return
+    elif name == runtime.model.name:
+        yield Serving(runtime, request.state.streams)
+        return
+    else:
+        store = request.state.store
+        serving = store.serving(name)
+    serving.runtime.in_flight += 1
+    try:
+        yield serving
+    finally:
+        serving.runtime.in_flight -= 1
+
+
+def _route_path(request: Request) -> str | None:
+    """The template of the route serving `request` (Starlette puts the route in the scope)."""
+    route = request.scope.get("route")
+    path: str | None = getattr(route, "path", None)
+    return path
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

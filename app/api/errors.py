@@ -14,6 +14,17 @@ from app.http.errors import DEFAULT_MESSAGES, error_shape
 _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]]]] = {
     400: ("malformed_json", DEFAULT_MESSAGES[400], []),
     401: ("unauthorized", DEFAULT_MESSAGES[401], []),
+    404: (
+        "model_not_found",
+        "No model named 'tweets'. Known models: default, reviews.",
+        [
+            {
+                "loc": ["body", "model"],
+                "msg": "known models: default, reviews",
+                "type": "unknown_model",
+            }
+        ],
+    ),
     413: ("body_too_large", "The request body exceeds the limit of 1048576 bytes.", []),
     415: ("unsupported_media_type", DEFAULT_MESSAGES[415], []),
     422: (
@@ -32,6 +43,7 @@ _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]]]] = {
 _DESCRIPTIONS: dict[int, str] = {
     400: "Malformed JSON",
     401: "Missing or wrong API key (only when the service has API keys)",
+    404: "The request names a model this service does not hold (GET /models lists them)",
     413: "Body larger than APP_MAX_BODY_BYTES",
     415: "Body is not JSON",
     422: "Invalid input or a limit exceeded",

@@ -15,10 +15,26 @@ import orjson
 from app.api.schemas.common import ModelRef, Prediction, Step, TokenInfo
 from app.api.schemas.explain import IntegratedGradientsResult, OcclusionResult
 from app.api.schemas.hidden_states import LayerStates
+from app.api.schemas.model import Architecture
 from app.inference.explain import QUADRATURE, IntegratedGradients, Occlusion
+from app.inference.predictor import Predictor
 from app.inference.results import LayerStateValues, PredictionResult
 from app.inference.runtime import ModelIdentity
 from training.tokenizer import Token
+
+
+def architecture_of(predictor: Predictor) -> Architecture:
+    """The served model's shape, as GET /model and GET /models describe it."""
+    config = predictor.model.config
+    return Architecture(
+        cell=config.cell,
+        embedding_dim=config.embedding_dim,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout,
+        parameters=predictor.num_parameters,
+    )
 
 
 def model_ref(model: ModelIdentity) -> ModelRef:

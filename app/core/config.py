@@ -9,11 +9,13 @@ The server's own address (`HOST`, `PORT`, `WORKERS`) is read without the prefix 
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -26,13 +28,76 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+# Model names are folder names, and travel in URLs and metric labels: kept to a safe alphabet.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MODEL_NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, not starting with '.', '_' or '-'"
+
+
+def parse_canary(value: str) -> tuple[str, float]:
+    """`NAME:FRACTION` as (name, fraction), or ValueError saying what is wrong with it."""
+    name, colon, fraction_text = value.partition(":")
+    if not colon:
+        raise ValueError(f"APP_CANARY: expected NAME:FRACTION, e.g. candidate:0.1, not {value!r}")
+    if not re.fullmatch(MODEL_NAME_PATTERN, name):
+        raise ValueError(f"APP_CANARY: {name!r} is not a model name ({MODEL_NAME_RULE})")
+    try:
+        fraction = float(fraction_text)
+    except ValueError:
+        fraction = math.nan
+    if not 0.0 < fraction <= 1.0:  # NaN fails too
+        raise ValueError(
+            f"APP_CANARY: the fraction {fraction_text!r} is not a number above 0 and at most 1"
+        )
+    return name, fraction
+
+
 class Settings(BaseSettings):
     """The service's configuration; each field is the env var `APP_<NAME>`."""
 
     model_config = SettingsConfigDict(env_prefix="APP_", frozen=True, extra="ignore")
 
-    model_dir: Path = Field(
-        Path("model_store/default"), description="Checkpoint directory to serve."
+    model_store: Path = Field(
+        Path("model_store"),
+        description=(
+            "Directory of checkpoints, one folder per model, named by its folder: every "
+            "checkpoint in it is served (or those in APP_MODELS)."
+        ),
+    )
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated model names: serve only these from APP_MODEL_STORE.",
+    )
+    default_model: str = Field(
+        "default",
+        pattern=MODEL_NAME_PATTERN,
+        description="The model that answers requests that name none; it must load to start.",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description=(
+            "One checkpoint directory to serve instead of a store, named APP_DEFAULT_MODEL "
+            "(not with APP_MODEL_STORE)."
+        ),
+    )
+
+    # Rolling out a new version (app/inference/rollout.py, docs/rollout.md): both name a model
+    # of the store other than the default, checked when the settings are read.
+    canary: str | None = Field(
+        None,
+        description=(
+            "NAME:FRACTION, e.g. candidate:0.1: the model NAME answers that fraction (above 0, "
+            "at most 1) of the requests that name no model on /predict, /tokenize, "
+            "/hidden-states and /explain, chosen at random per request; streams stay on the "
+            "default. The answer's model says which one answered."
+        ),
+    )
+    shadow: str | None = Field(
+        None,
+        description=(
+            "NAME: the model NAME also scores every text the default model answers on "
+            "/predict, after the answer is sent; /metrics counts how often their labels agree "
+            "and times NAME. Dropped, never queued, when NAME's queue is full."
+        ),
     )
 
     # Request limits: each has its own clear 4xx.
@@ -250,6 +315,68 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("models")
+    @classmethod
+    def _valid_model_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not re.fullmatch(MODEL_NAME_PATTERN, name):
+                raise ValueError(f"APP_MODELS: {name!r} is not a model name ({MODEL_NAME_RULE})")
+        return names
+
+    @model_validator(mode="after")
+    def _store_or_dir(self) -> Settings:
+        if self.model_dir is not None and "model_store" in self.model_fields_set:
+            raise ValueError(
+                "set APP_MODEL_STORE (a directory of models) or APP_MODEL_DIR (one model), not both"
+            )
+        if self.models and self.default_model not in self.models:
+            raise ValueError(f"APP_MODELS does not list APP_DEFAULT_MODEL ({self.default_model!r})")
+        return self
+
+    def model_dirs(self) -> dict[str, Path]:
+        """Each model to serve by name, the default first: APP_MODEL_DIR alone, the models
+        APP_MODELS lists, or every checkpoint folder in APP_MODEL_STORE (one holding a
+        manifest.json; hidden folders are skipped)."""
+        if self.model_dir is not None:
+            return {self.default_model: self.model_dir}
+        names = list(self.models)
+        if not names and self.model_store.is_dir():
+            names = sorted(
+                entry.name
+                for entry in self.model_store.iterdir()
+                if re.fullmatch(MODEL_NAME_PATTERN, entry.name)
+                and (entry / "manifest.json").is_file()
+            )
+        ordered = [self.default_model, *(name for name in names if name != self.default_model)]
+        return {name: self.model_store / name for name in ordered}
+
+    @field_validator("canary")
+    @classmethod
+    def _canary_served(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            _check_rollout_model("APP_CANARY", parse_canary(value)[0], info)
+        return value
+
+    @field_validator("shadow")
+    @classmethod
+    def _shadow_served(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            if not re.fullmatch(MODEL_NAME_PATTERN, value):
+                raise ValueError(f"APP_SHADOW: {value!r} is not a model name ({MODEL_NAME_RULE})")
+            _check_rollout_model("APP_SHADOW", value, info)
+        return value
+
+    def canary_split(self) -> tuple[str, float]:
+        """APP_CANARY as (model name, fraction); call only when it is set."""
+        if self.canary is None:
+            raise ValueError("APP_CANARY is not set")
+        return parse_canary(self.canary)
+
     @field_validator("stream_secret")
     @classmethod
     def _strong_stream_secret(cls, secret: SecretStr | None) -> SecretStr | None:
@@ -288,6 +415,26 @@ class Settings(BaseSettings):
                     f"APP_TRUSTED_PROXIES: {proxy!r} is not an IP address or network"
                 ) from None
         return proxies
+
+
+def _check_rollout_model(setting: str, name: str, info: ValidationInfo) -> None:
+    """APP_CANARY and APP_SHADOW name a model served next to the default (ValueError naming
+    `setting`): checked with the settings, so `python -m app` refuses a wrong name in one line
+    before anything loads. The model settings are declared first, so they are in `info.data`
+    (unless they failed themselves, reported on their own)."""
+    store_fields = ("model_store", "models", "default_model", "model_dir")
+    if any(field not in info.data for field in store_fields):
+        return
+    served = Settings.model_construct(**{f: info.data[f] for f in store_fields}).model_dirs()
+    if name == info.data["default_model"]:
+        raise ValueError(
+            f"{setting} names the default model ({name!r}); name the candidate, another model "
+            "of the store"
+        )
+    if name not in served:
+        raise ValueError(
+            f"{setting}: no model named {name!r} is served (served: {', '.join(served)})"
+        )
 
 
 # Values that ship in examples and templates: a deployment that kept one has no secret at all.

@@ -1,5 +1,11 @@
 """Prometheus metrics: requests by route and status, latencies, inference, batches, queue.
 
+The inference metrics carry a `model` label: the name the store serves the model under (its
+folder's name), so the label takes only the values the operator put in the store, never one a
+client chose. A runtime resolves its model's labelled children once, when it is built
+(`Metrics.for_model`), because prometheus_client's `labels()` costs microseconds per call:
+the hot path only increments children it already holds. The HTTP metrics stay by route.
+
 Each app gets its own registry (tests build many apps in one process). With several worker
 processes (`WORKERS` > 1) each would otherwise report only its own counts, so `python -m app`
 points `PROMETHEUS_MULTIPROC_DIR` at a fresh directory before the workers start; prometheus
@@ -10,6 +16,7 @@ the live workers' sum). Set it yourself when running under another process manag
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -56,33 +63,56 @@ class Metrics:
         )
         self.inference = Histogram(
             "inference_batch_duration_seconds",
-            "Time of one forward pass over a micro-batch.",
+            "Time of one forward pass over a micro-batch, by model.",
+            ("model",),
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(
             "inference_batch_size",
-            "Texts per forward pass.",
+            "Texts per forward pass, by model.",
+            ("model",),
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
         self.queue_depth = Gauge(
             "inference_queue_depth",
-            "Texts waiting for the model.",
+            "Texts waiting for the model, by model.",
+            ("model",),
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.rejections = Counter(
             "inference_rejections",
-            "Requests refused with 503, by reason (overloaded, deadline).",
-            ("reason",),
+            "Requests refused with 503, by model and reason (overloaded, deadline).",
+            ("model", "reason"),
+            registry=registry,
+        )
+        self.model_requests = Counter(
+            "inference_requests",
+            "Requests handed to each model once their texts passed the limits (503s "
+            "included), by model and kind (predict, trace, explain).",
+            ("model", "kind"),
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "inference_predictions",
+            "Texts each model labelled through /predict, by model and predicted label.",
+            ("model", "label"),
             registry=registry,
         )
         self.reloads = Counter(
             "model_reloads",
-            "Checkpoint reloads (POST /admin/reload, SIGHUP), by outcome: reloaded, "
+            "Checkpoint reloads (POST /admin/reload, SIGHUP), by model and outcome: reloaded, "
             "unchanged (the served checkpoint), failed (the served model stayed).",
-            ("outcome",),
+            ("model", "outcome"),
+            registry=registry,
+        )
+        self.model_operations = Counter(
+            "model_operations",
+            "Models loaded or unloaded at run time (POST and DELETE /admin/models/{name}), "
+            "by model, operation (load, unload) and outcome (done, failed).",
+            ("model", "operation", "outcome"),
             registry=registry,
         )
         self.ready = Gauge(
@@ -101,6 +131,8 @@ class Metrics:
         if not multiprocess_mode():
             ProcessCollector(registry=registry)
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Measurements made outside any one model's runtime (see `observe_batch`).
+        self._unattributed: ModelMetrics | None = None
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         if method not in _METHODS:
@@ -117,19 +149,32 @@ class Metrics:
         counter.inc()
         histogram.observe(seconds)
 
-    # BatchObserver
+    def for_model(self, model: str, labels: Sequence[str] = ()) -> ModelMetrics:
+        """Model `model`'s inference metrics, its children resolved now: a runtime calls it
+        once when it is built. `labels`: the model's labels, for `inference_predictions`."""
+        return ModelMetrics(self, model, labels)
+
+    # BatchObserver, for queues that do not say which model they serve: their measurements
+    # count under model="" (each runtime's own queues report through `for_model`).
     def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.inference.observe(seconds)
+        self._unattributed_metrics().observe_batch(size, seconds)
 
     def set_queue_depth(self, depth: int) -> None:
-        self.queue_depth.set(depth)
+        self._unattributed_metrics().set_queue_depth(depth)
 
     def count_rejection(self, reason: str) -> None:
-        self.rejections.labels(reason).inc()
+        self._unattributed_metrics().count_rejection(reason)
 
-    def count_reload(self, outcome: str) -> None:
-        self.reloads.labels(outcome).inc()
+    def _unattributed_metrics(self) -> ModelMetrics:
+        if self._unattributed is None:
+            self._unattributed = self.for_model("")
+        return self._unattributed
+
+    def count_reload(self, model: str, outcome: str) -> None:
+        self.reloads.labels(model, outcome).inc()
+
+    def count_operation(self, model: str, operation: str, outcome: str) -> None:
+        self.model_operations.labels(model, operation, outcome).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
@@ -144,3 +189,57 @@ class Metrics:
         """Drop this worker's live gauges from the shared files (on shutdown)."""
         if multiprocess_mode():
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class ModelMetrics:
+    """One model's inference metrics, with its labelled children resolved once (module doc);
+    the `BatchObserver` of that model's queues.
+
+    Rejection reasons and predicted labels outside the ones resolved up front still count,
+    through `labels()` on first use.
+    """
+
+    def __init__(self, metrics: Metrics, model: str, labels: Sequence[str] = ()) -> None:
+        self.model = model
+        self._metrics = metrics
+        self._batch_size = metrics.batch_size.labels(model)
+        self._inference = metrics.inference.labels(model)
+        self._queue_depth = metrics.queue_depth.labels(model)
+        self._rejections = {
+            reason: metrics.rejections.labels(model, reason) for reason in _REJECTION_REASONS
+        }
+        self._requests = {kind: metrics.model_requests.labels(model, kind) for kind in _KINDS}
+        self._predictions = {label: metrics.predictions.labels(model, label) for label in labels}
+
+    # BatchObserver
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self._batch_size.observe(size)
+        self._inference.observe(seconds)
+
+    def set_queue_depth(self, depth: int) -> None:
+        self._queue_depth.set(depth)
+
+    def count_rejection(self, reason: str) -> None:
+        child = self._rejections.get(reason)
+        if child is None:
+            child = self._rejections[reason] = self._metrics.rejections.labels(self.model, reason)
+        child.inc()
+
+    def count_request(self, kind: str) -> None:
+        """A request of `kind` (predict, trace, explain) reached this model's queues."""
+        self._requests[kind].inc()
+
+    def count_prediction(self, label: str) -> None:
+        """A text this model labelled `label`."""
+        child = self._predictions.get(label)
+        if child is None:
+            child = self._predictions[label] = self._metrics.predictions.labels(self.model, label)
+        child.inc()
+
+    def clear_queue_depth(self) -> None:
+        """The model is unloaded: nothing waits for it any more."""
+        self._queue_depth.set(0)
+
+
+_REJECTION_REASONS = ("overloaded", "deadline")
+_KINDS = ("predict", "trace", "explain")

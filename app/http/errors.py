@@ -6,6 +6,12 @@
 lists field-level problems (422) and is empty otherwise. No traceback ever reaches a client.
 How the routes document these errors in /openapi.json is the API layer's part (`app.api.errors`).
 
+One documented exception: under /v2, the Open Inference Protocol's routes
+(`app.api.routes.v2`), every error has that protocol's shape instead, `{"error": "<message>"}`,
+so that its clients read it (`v2_error_response`). The status is the one the native API would
+send, except that a request the native API refuses with 422 is a 400 there, as the protocol
+asks.
+
 Messages are written for someone who has to fix the request. pydantic's own wording for the
 mistakes people make most ("Extra inputs are not permitted", "Input should be a valid
 dictionary...") is replaced, from the route's request model, by what to send instead
@@ -112,6 +118,30 @@ def error_response(
     return Response(
         error_body(code, message, details),
         status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+V2_PREFIX = "/v2"
+
+
+def is_v2(scope: Mapping[str, Any]) -> bool:
+    """Whether a request is under /v2 (below the app's root path, when it has one)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def v2_error_response(
+    status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """An error in the Open Inference Protocol's shape; a 422 becomes its 400."""
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=400 if status_code == 422 else status_code,
         headers=headers,
         media_type="application/json",
     )
@@ -289,14 +319,22 @@ def install_error_handlers(app: FastAPI, *, docs_path: str | None = "/docs") -> 
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
+        if is_v2(request.scope):
+            return v2_error_response(exc.status_code, exc.message, exc.headers)
         return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
-        if any(detail["type"] == "json_invalid" for detail in details):
+        malformed = any(detail["type"] == "json_invalid" for detail in details)
+        if not malformed:
+            details = readable_details(exc.errors(), _body_model(request))
+        if is_v2(request.scope):
+            return v2_error_response(
+                400, DEFAULT_MESSAGES[400] if malformed else summarise(details)
+            )
+        if malformed:
             return error_response(400, "malformed_json", DEFAULT_MESSAGES[400], details)
-        details = readable_details(exc.errors(), _body_model(request))
         return error_response(422, "validation_error", summarise(details), details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -311,6 +349,8 @@ def install_error_handlers(app: FastAPI, *, docs_path: str | None = "/docs") -> 
             # FastAPI's and Starlette's own details ("Not Found", "There was an error parsing
             # the body") are replaced by messages written for this API's clients.
             message = DEFAULT_MESSAGES.get(status, "HTTP error.")
+        if is_v2(request.scope):
+            return v2_error_response(status, message, exc.headers)
         return error_response(
             status, ERROR_CODES.get(status, "http_error"), message, details, headers=exc.headers
         )

@@ -25,12 +25,13 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 
+import orjson
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
 from app.core.metrics import Metrics
-from app.http.errors import BodyTimeout, BodyTooLarge, error_body
+from app.http.errors import BodyTimeout, BodyTooLarge, error_body, is_v2
 from app.http.fast_path import PATH as FAST_PATH
 from app.http.fast_path import PredictFastPath
 from app.http.protocol import BODY_RECEIVED
@@ -114,7 +115,9 @@ class RequestMiddleware:
         try:
             if content_length is not None and content_length > limit:
                 # Refused on the header alone: not one byte of the body is read.
-                await _send_error(send_with_id, 413, "body_too_large", BodyTooLarge(limit).detail)
+                await _send_error(
+                    send_with_id, 413, "body_too_large", BodyTooLarge(limit).detail, scope=scope
+                )
             elif (
                 self.fast_path is not None
                 and scope["path"] == FAST_PATH
@@ -130,16 +133,20 @@ class RequestMiddleware:
         except BodyTooLarge as error:
             if response_started:
                 raise
-            await _send_error(send_with_id, 413, "body_too_large", error.detail)
+            await _send_error(send_with_id, 413, "body_too_large", error.detail, scope=scope)
         except BodyTimeout as error:
             if response_started:
                 raise
-            await _send_error(send_with_id, 408, "body_timeout", error.detail, close=True)
+            await _send_error(
+                send_with_id, 408, "body_timeout", error.detail, close=True, scope=scope
+            )
         except Exception:
             logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if response_started:
                 raise  # the server aborts the connection; nothing else can be said
-            await _send_error(send_with_id, 500, "internal_error", "Internal server error.")
+            await _send_error(
+                send_with_id, 500, "internal_error", "Internal server error.", scope=scope
+            )
         finally:
             self._finish(scope, status, time.perf_counter() - started, template)
             request_id_var.reset(token)
@@ -285,9 +292,20 @@ def _read_headers(scope: Scope) -> tuple[str, int | None]:
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, *, close: bool = False
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    close: bool = False,
+    scope: Scope | None = None,
 ) -> None:
-    body = error_body(code, message)
+    """The error in the service's shape; under /v2 in the Open Inference Protocol's."""
+    body = (
+        orjson.dumps({"error": message})
+        if scope is not None and is_v2(scope)
+        else error_body(code, message)
+    )
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode("ascii")),

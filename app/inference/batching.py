@@ -105,7 +105,7 @@ class DeadlineExceededError(Exception):
 
 
 class BatchObserver(Protocol):
-    """Receives measurements (`app.core.metrics.Metrics` implements it)."""
+    """Receives measurements (`app.core.metrics.ModelMetrics` implements it, for one model)."""
 
     def observe_batch(self, size: int, seconds: float) -> None: ...
 

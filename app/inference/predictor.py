@@ -141,6 +141,7 @@ class Predictor:
             # float32 (`SentimentRNN.forward_padded`), so softmax sees float32 logits.
             model = copy.deepcopy(self.model).to(pass_dtype)
             model.head.float()
+        self.pass_model = model  # the module /predict's passes run (self.model, or its copy)
         self._forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = getattr(model, method)
         if torchscript:
             self._forward = _traced(model, method)

@@ -31,7 +31,7 @@ import torch
 
 from app.core.config import Settings
 from app.core.errors import InvalidInputError, UnavailableError
-from app.core.metrics import Metrics
+from app.core.metrics import Metrics, ModelMetrics
 from app.inference.batching import (
     DeadlineExceededError,
     MicroBatcher,
@@ -95,7 +95,13 @@ class Runtime:
     trace_executor: ThreadPoolExecutor | None = None
     # The batcher's long lane: passes too long for the loop (module doc).
     long_executor: ThreadPoolExecutor | None = None
+    # The name the service serves it under (its store folder); the checkpoint's own by default.
+    name: str | None = None
+    # Its metrics, labelled with its name, resolved once (`Metrics.for_model`); made here
+    # unless `load` made them first for the queues it builds.
+    observer: ModelMetrics | None = None
     model: ModelIdentity = field(init=False)
+    model_metrics: ModelMetrics = field(init=False)
     # Requests that took this runtime and have not finished (counted by the request middleware).
     in_flight: int = field(default=0, init=False)
     # Large requests' tokenizing (module doc); the thread starts with the first such request.
@@ -103,7 +109,10 @@ class Runtime:
     encoder: SerialRunner = field(init=False)
 
     def __post_init__(self) -> None:
-        self.model = ModelIdentity(self.predictor.name, self.predictor.version)
+        self.model = ModelIdentity(self.name or self.predictor.name, self.predictor.version)
+        self.model_metrics = self.observer or self.metrics.for_model(
+            self.model.name, self.predictor.labels
+        )
         settings = self.settings
         self.encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self.encoder = SerialRunner(
@@ -112,16 +121,33 @@ class Runtime:
             max_waiting=max(1, settings.queue_size // settings.max_batch_size),
             timeout_s=settings.request_timeout_s,
             executor=self.encode_executor,
-            observer=self.metrics,
+            observer=self.model_metrics,
         )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of weights this model holds in memory: every copy its paths keep (the served
+        model, the batched pass's copy in another dtype, the explainer's), each counted once."""
+        seen: dict[int, int] = {}
+        for module in (self.predictor.model, self.predictor.pass_model, self.explainer.model):
+            for tensor in (*module.parameters(), *module.buffers()):
+                storage = tensor.untyped_storage()
+                seen[storage.data_ptr()] = storage.nbytes()
+        return sum(seen.values())
 
     @classmethod
     def load(
-        cls, settings: Settings, metrics: Metrics, checkpoint: Checkpoint | None = None
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        checkpoint: Checkpoint | None = None,
+        *,
+        name: str | None = None,
     ) -> Runtime:
-        """Build the predictor and queues for `checkpoint`, by default the one at
-        `settings.model_dir`, loaded and verified here (raises `CheckpointError`)."""
-        checkpoint = checkpoint or load_checkpoint(settings.model_dir)
+        """Build the predictor and queues for `checkpoint`, by default the default model's,
+        loaded and verified here (raises `CheckpointError`), served as `name`."""
+        if checkpoint is None:
+            checkpoint = load_checkpoint(settings.model_dirs()[settings.default_model])
         predictor = Predictor(
             checkpoint,
             dtype=_DTYPES[settings.inference_dtype],
@@ -133,6 +159,7 @@ class Runtime:
             else None
         )
         long_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-pass")
+        observer = metrics.for_model(name or predictor.name, predictor.labels)
         batcher: MicroBatcher[list[int], PredictionResult] = MicroBatcher(
             predictor.predict_ids,
             max_batch_size=settings.max_batch_size,
@@ -140,7 +167,7 @@ class Runtime:
             timeout_s=settings.request_timeout_s,
             max_wait_s=settings.max_wait_ms / 1000,
             executor=executor,
-            observer=metrics,
+            observer=observer,
             size_of=len,  # tokens: texts of very different lengths run in separate passes
             long_executor=long_executor,  # the budget that routes texts there is set at start
         )
@@ -151,7 +178,7 @@ class Runtime:
             max_waiting=max(1, settings.queue_size // settings.max_batch_size),
             timeout_s=settings.request_timeout_s,
             executor=trace_executor,
-            observer=metrics,
+            observer=observer,
         )
         return cls(
             settings,
@@ -163,6 +190,8 @@ class Runtime:
             Explainer(predictor),
             trace_executor=trace_executor,
             long_executor=long_executor,
+            name=name,
+            observer=observer,
         )
 
     async def start(self, *, warm_up_off_loop: bool = False) -> None:
@@ -232,10 +261,15 @@ class Runtime:
             ids = _each_or_422(texts, field, encode)
         else:
             ids = await self._run_on(self.encoder, partial(_each_or_422, texts, field, encode))
+        self.model_metrics.count_request("predict")
         try:
-            return await self.batcher.submit(ids)
+            results = await self.batcher.submit(ids)
         except (OverloadedError, DeadlineExceededError) as error:
             raise self.unavailable(error) from None
+        count = self.model_metrics.count_prediction
+        for result in results:
+            count(result.label)
+        return results
 
     async def trace(
         self,
@@ -263,6 +297,7 @@ class Runtime:
             units=units,
             top_k=top_k,
         )
+        self.model_metrics.count_request("trace")
         return encoded, await self._on_tracer(call)
 
     async def explain(
@@ -290,6 +325,7 @@ class Runtime:
             replacement=replacement,
             decimals=decimals,
         )
+        self.model_metrics.count_request("explain")
         # As heavy as a trace or heavier: it shares the traces' single-file queue.
         return encoded, await self._on_tracer(call)
 

@@ -22,6 +22,10 @@ that computed it.
 Any failure before the swap (a missing, truncated or tampered file, an incompatible config)
 raises `ReloadError` naming the problem, and the old model keeps serving as if nothing happened.
 One reload runs at a time; a second waits for the first and then finds nothing to change.
+
+`unload()` (DELETE /admin/models/{name}, through `app.inference.store`) takes the model out of
+service: it waits for a reload under way to end, then retires the served model as step 4 does
+(the requests that hold it finish on it), and the slot serves nothing from then on.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -38,6 +43,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.core.config import Settings
@@ -87,8 +93,20 @@ class ReloadError(Exception):
 class ModelSlot:
     """The current `Serving`, built at start-up and replaced by `reload()`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, build_streams: StreamsFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        build_streams: StreamsFactory,
+        *,
+        name: str | None = None,
+        model_dir: Path | None = None,
+    ) -> None:
+        """The slot of model `name` (default: the default model) served from `model_dir`
+        (default: where the settings put that model)."""
         self.settings = settings
+        self.name = name or settings.default_model
+        self.model_dir = model_dir or settings.model_dirs()[self.name]
         self.metrics = metrics
         self._build_streams = build_streams
         self._current: Serving | None = None
@@ -100,13 +118,32 @@ class ModelSlot:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
 
     @property
+    def is_default(self) -> bool:
+        """Whether this slot serves the default model (`/readyz` and `app_ready` follow it)."""
+        return self.name == self.settings.default_model
+
+    @property
     def current(self) -> Serving | None:
         """What a request arriving now gets; None before start-up finished."""
         return self._current
 
-    async def start(self) -> Serving:
-        """Load the checkpoint at `APP_MODEL_DIR` and warm it up (raises what loading raised)."""
-        serving = await self._build(Runtime.load(self.settings, self.metrics), off_loop=False)
+    async def start(self, *, off_loop: bool = False) -> Serving:
+        """Load the checkpoint at `model_dir` and warm it up (raises what loading raised).
+        `off_loop`: read, build and warm it up on the loader thread, as a reload does (a model
+        loaded while others serve), instead of on the event loop (at start-up)."""
+        if off_loop:
+            loop = asyncio.get_running_loop()
+            checkpoint = await loop.run_in_executor(self._loader, load_checkpoint, self.model_dir)
+            runtime = await loop.run_in_executor(
+                self._loader,
+                functools.partial(
+                    Runtime.load, self.settings, self.metrics, checkpoint, name=self.name
+                ),
+            )
+        else:
+            checkpoint = load_checkpoint(self.model_dir)
+            runtime = Runtime.load(self.settings, self.metrics, checkpoint, name=self.name)
+        serving = await self._build(runtime, off_loop=off_loop)
         self._install(serving, previous=None)
         return serving
 
@@ -135,7 +172,22 @@ class ModelSlot:
         if serving is not None:
             await serving.runtime.stop()
         self._loader.shutdown(wait=False, cancel_futures=True)
-        self.metrics.ready.set(0)
+        if self.is_default:
+            self.metrics.ready.set(0)
+
+    async def unload(self) -> None:
+        """Serve nothing from now on: the requests holding the model finish on it, then its
+        queues and threads stop (see the module doc). The store has already stopped handing
+        it to new requests."""
+        async with self._lock:  # a reload under way finishes first, then finds nothing to do
+            serving, self._current = self._current, None
+        if serving is not None:
+            model = serving.runtime.model
+            self.metrics.model_info.labels(model.name, model.version).set(0)
+            await self._retire(serving.runtime)
+            serving.runtime.model_metrics.clear_queue_depth()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
 
     async def _reload(self) -> ReloadOutcome:
         async with self._lock:
@@ -143,7 +195,7 @@ class ModelSlot:
             if current is None:
                 raise ReloadError("The service has not started yet.")
             started = time.perf_counter()
-            model_dir = self.settings.model_dir
+            model_dir = self.model_dir
             loop = asyncio.get_running_loop()
             try:
                 checkpoint = await loop.run_in_executor(self._loader, load_checkpoint, model_dir)
@@ -152,29 +204,32 @@ class ModelSlot:
                     logger.info(
                         "reload: the checkpoint is the one served, nothing to do", extra=loaded
                     )
-                    self.metrics.count_reload("unchanged")
+                    self.metrics.count_reload(self.name, "unchanged")
                     return ReloadOutcome(
                         False, current.runtime.model, current.runtime.model, _since(started)
                     )
                 # Built from `checkpoint` itself: reading APP_MODEL_DIR again could find another
                 # version there by now.
                 runtime = await loop.run_in_executor(
-                    self._loader, Runtime.load, self.settings, self.metrics, checkpoint
+                    self._loader,
+                    functools.partial(
+                        Runtime.load, self.settings, self.metrics, checkpoint, name=self.name
+                    ),
                 )
                 serving = await self._build(runtime, off_loop=True)
             except CheckpointError as error:
-                self.metrics.count_reload("failed")
+                self.metrics.count_reload(self.name, "failed")
                 logger.error("reload refused, the served model stays: %s", error)
                 raise ReloadError(str(error)) from None
             except Exception as error:
-                self.metrics.count_reload("failed")
+                self.metrics.count_reload(self.name, "failed")
                 logger.exception("reload failed, the served model stays")
                 raise ReloadError(
                     f"The checkpoint in {model_dir} could not be loaded: "
                     f"{type(error).__name__}: {error}"
                 ) from None
             self._install(serving, previous=current)
-            self.metrics.count_reload("reloaded")
+            self.metrics.count_reload(self.name, "reloaded")
             outcome = ReloadOutcome(True, current.runtime.model, runtime.model, _since(started))
             logger.info(
                 "reloaded",
@@ -191,7 +246,8 @@ class ModelSlot:
             await self.reload()
 
     async def _build(self, runtime: Runtime, *, off_loop: bool) -> Serving:
-        streams = self._build_streams(runtime, self._current is None)
+        # Stream-signing notices are logged once, for the default model's first build.
+        streams = self._build_streams(runtime, self._current is None and self.is_default)
         try:
             await runtime.start(warm_up_off_loop=off_loop)
         except BaseException:
@@ -203,7 +259,8 @@ class ModelSlot:
         self._current = serving
         model = serving.runtime.model
         self.metrics.model_info.labels(model.name, model.version).set(1)
-        self.metrics.ready.set(1)
+        if self.is_default:
+            self.metrics.ready.set(1)
         if previous is not None:
             old = previous.runtime.model
             if old != model:

@@ -113,7 +113,7 @@ def streams_factory(
             settings,
             runtime.predictor,
             executor=runtime.executor,
-            observer=observer,
+            observer=runtime.model_metrics,
             secret=secret,
             announce=first,  # at start-up, not again at every reload
             text_work=runtime.text_work,

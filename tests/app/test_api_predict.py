@@ -36,7 +36,7 @@ async def test_one_text(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert_prediction(body)
-    assert body["model"]["name"] == "tiny-lstm"
+    assert body["model"]["name"] == "default"
     assert len(body["model"]["version"]) == 12
 
 

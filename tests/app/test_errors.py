@@ -182,7 +182,7 @@ PREDICT_BODY = 'send {"text": "..."} or {"texts": ["...", ...]}'
             {"sentence": "hi"},
             ["body", "sentence"],
             "extra_forbidden",
-            f"unknown field: {PREDICT_BODY}",
+            f"unknown field: {PREDICT_BODY}; optional: 'model'",
             id="unknown-field",
         ),
         pytest.param(
@@ -249,27 +249,27 @@ async def test_the_fast_path_and_the_route_give_the_same_errors(serve: Any) -> N
         pytest.param(
             "/hidden-states",
             {"text": "x", "colour": "red"},
-            'unknown field: send {"text": "..."}; optional: \'layers\', '
+            "unknown field: send {\"text\": \"...\"}; optional: 'model', 'layers', "
             "'include_cell_state', 'decimals', 'include_gates', 'units', 'top_k', 'full'",
             id="hidden-states",
         ),
         pytest.param(
             "/explain",
             {"text": "x", "method": "occlusion"},
-            "unknown field: send {\"text\": \"...\"}; optional: 'label', 'methods', "
+            "unknown field: send {\"text\": \"...\"}; optional: 'model', 'label', 'methods', "
             "'steps', 'baseline', 'occlusion', 'decimals'",
             id="explain",
         ),
         pytest.param(
             "/tokenize",
             {"text": "x", "lang": "en"},
-            'unknown field: send {"text": "..."}',
+            'unknown field: send {"text": "..."}; optional: \'model\'',
             id="tokenize",
         ),
         pytest.param(
             "/stream",
             {"piece": "x"},
-            'unknown field: send {"text": "...", "state": "...", "final": true}',
+            'unknown field: send {"text": "...", "state": "...", "final": true, "model": "..."}',
             id="stream",
         ),
     ],

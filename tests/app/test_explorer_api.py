@@ -75,7 +75,7 @@ async def test_tokenize(client: httpx.AsyncClient) -> None:
     assert all((t["id"] == 1) == t["oov"] for t in tokens)
     assert body["count"] == len(tokens)
     assert body["oov_count"] == sum(t["oov"] for t in tokens)
-    assert body["model"]["name"] == "tiny-lstm"
+    assert body["model"]["name"] == "default"
     hidden = (await client.post("/hidden-states", json={"text": text})).json()["tokens"]
     assert [{k: v for k, v in t.items() if k != "norm"} for t in tokens] == hidden
 

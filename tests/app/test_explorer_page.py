@@ -127,7 +127,7 @@ def test_the_page_reads_a_shared_text_and_follows_typing(
         expect(page.locator("#status")).to_have_text(LOADED)
         expect(page.locator("#text")).to_have_value(SHARED_TEXT)
         expect(page.locator("#label")).to_have_text(label)
-        expect(page.locator("#model-info")).to_contain_text("tiny-lstm")
+        expect(page.locator("#model-info")).to_contain_text("LSTM")
         assert page.locator("#tokens .token").all_text_contents() == tokens
         assert page.locator("#probabilities .prob-row").count() == 3
 
@@ -219,7 +219,7 @@ def test_the_page_asks_for_an_api_key_and_keeps_it_in_the_tab(
         page.get_by_label("Key", exact=True).fill(key)
         page.get_by_role("button", name="Use key").click()
         expect(page.locator("#status")).to_have_text(LOADED)
-        expect(page.locator("#model-info")).to_contain_text("tiny-gru")
+        expect(page.locator("#model-info")).to_contain_text("GRU")
         assert page.evaluate("sessionStorage.getItem('rnn-sentiment.api-key')") == key
         page.reload()  # same tab: the key is still there
         expect(page.locator("#status")).to_have_text(LOADED)

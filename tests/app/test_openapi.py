@@ -52,6 +52,8 @@ async def test_schema_is_valid_openapi(schema: dict[str, Any]) -> None:
         "/explain",
         "/stream",
         "/model",
+        "/models",
+        "/models/{name}",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -93,7 +95,7 @@ async def test_every_error_response_has_an_example_of_the_error_shape(
 async def test_inference_routes_document_all_their_errors(schema: dict[str, Any]) -> None:
     for path in REQUEST_MODELS:
         statuses = set(schema["paths"][path]["post"]["responses"])
-        assert statuses == {"200", "400", "401", "413", "415", "422", "503"}
+        assert statuses == {"200", "400", "401", "404", "413", "415", "422", "503"}
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 

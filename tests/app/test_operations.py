@@ -25,7 +25,7 @@ async def test_readyz_after_start_up(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "ready"
-    assert response.json()["model"]["name"] == "tiny-lstm"
+    assert response.json()["model"]["name"] == "default"
 
 
 async def test_model_card(client: httpx.AsyncClient, checkpoints: dict[str, Path]) -> None:
@@ -35,7 +35,7 @@ async def test_model_card(client: httpx.AsyncClient, checkpoints: dict[str, Path
     sha256 = sha256_file(checkpoints["lstm"] / MANIFEST_FILE)
     assert card["sha256"] == sha256
     assert card["version"] == sha256[:12]
-    assert card["name"] == "tiny-lstm"
+    assert card["name"] == "default"
     assert card["labels"] == list(LABELS)
     assert card["vocab_size"] > 11
     assert card["architecture"] | {"parameters": 0} == {
@@ -69,10 +69,15 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     assert 'http_requests_total{method="GET",route="/static/{path}",status="404"} 1.0' in text
     assert 'http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
     assert 'http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}' in text
-    assert "inference_batch_size_bucket" in text
-    assert "inference_batch_duration_seconds_count" in text
-    assert "inference_queue_depth 0.0" in text
-    assert re.search(r'model_info\{name="tiny-lstm",version="[0-9a-f]{12}"\} 1\.0', text)
+    assert 'inference_batch_size_bucket{le="4.0",model="default"} 1.0' in text
+    assert 'inference_batch_duration_seconds_count{model="default"} 1.0' in text
+    assert 'inference_queue_depth{model="default"} 0.0' in text
+    assert 'inference_requests_total{kind="predict",model="default"} 1.0' in text
+    predicted = re.findall(
+        r'inference_predictions_total\{label="\w+",model="default"\} (\S+)', text
+    )
+    assert sum(float(count) for count in predicted) == 3  # the three texts of the batch
+    assert re.search(r'model_info\{name="default",version="[0-9a-f]{12}"\} 1\.0', text)
     assert "app_ready 1.0" in text
     assert "process_resident_memory_bytes" in text
 

@@ -98,8 +98,8 @@ async def test_reload_serves_the_new_checkpoint_and_says_what_changed(
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["status"] == "reloaded"
-        assert body["previous"] == {"name": "tiny-lstm", "version": lstm}
-        assert body["model"] == {"name": "tiny-gru", "version": gru}
+        assert body["previous"] == {"name": "default", "version": lstm}
+        assert body["model"] == {"name": "default", "version": gru}
         assert body["seconds"] > 0
         assert body["other_workers_signalled"] is False  # one process, no arbiter
 
@@ -111,10 +111,10 @@ async def test_reload_serves_the_new_checkpoint_and_says_what_changed(
         assert set(traced.json()["layers"][0]["gates"]) == {"reset", "update"}
 
         metrics = (await client.get("/metrics")).text
-        assert 'model_reloads_total{outcome="reloaded"} 1.0' in metrics
-        assert 'model_reloads_total{outcome="unchanged"} 1.0' in metrics
-        assert f'model_info{{name="tiny-gru",version="{gru}"}} 1.0' in metrics
-        assert f'model_info{{name="tiny-lstm",version="{lstm}"}} 0.0' in metrics
+        assert 'model_reloads_total{model="default",outcome="reloaded"} 1.0' in metrics
+        assert 'model_reloads_total{model="default",outcome="unchanged"} 1.0' in metrics
+        assert f'model_info{{name="default",version="{gru}"}} 1.0' in metrics
+        assert f'model_info{{name="default",version="{lstm}"}} 0.0' in metrics
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "missing file", "not a checkpoint"])
@@ -150,7 +150,10 @@ async def test_a_bad_checkpoint_is_refused_and_the_old_model_keeps_serving(
         assert answer.status_code == 200
         assert answer.json()["model"]["version"] == lstm
         assert (await client.get("/readyz")).status_code == 200
-        assert 'model_reloads_total{outcome="failed"} 1.0' in (await client.get("/metrics")).text
+        assert (
+            'model_reloads_total{model="default",outcome="failed"} 1.0'
+            in (await client.get("/metrics")).text
+        )
 
 
 async def test_no_request_fails_while_the_model_is_swapped(

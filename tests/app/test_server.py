@@ -126,7 +126,7 @@ def test_make_serve_answers_over_loopback(checkpoints: dict[str, Path], tmp_path
         wait_ready(base_url, process, log)
         response = httpx.post(f"{base_url}/predict", json={"text": "I love this film"}, timeout=10)
         assert response.status_code == 200
-        assert response.json()["model"]["name"] == "tiny-lstm"
+        assert response.json()["model"]["name"] == "default"
         assert response.headers["x-request-id"]
         error = httpx.post(f"{base_url}/predict", json={"text": " "}, timeout=10)
         assert error.status_code == 422

@@ -43,7 +43,7 @@ def test_flags_set_the_server_and_the_model(checkpoints: dict[str, Path], tmp_pa
                 time.sleep(0.1)
             else:
                 pytest.fail(f"the server did not answer:\n{log.read_text()}")
-            assert model.json()["name"] == "tiny-gru"
+            assert model.json()["architecture"]["cell"] == "gru"
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -69,8 +69,9 @@ def test_help_and_usage_mistakes_return_a_status_under_the_given_name(
     assert main(["--help"], prog="rnn-sentiment client") == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: rnn-sentiment client [-h]")
-    for command in ("predict", "stream", "tokenize", "explain", "model", "ready"):
+    for command in ("predict", "stream", "tokenize", "explain", "model", "models", "ready"):
         assert command in out
+    assert "--model NAME" in out
     assert main(["classify", "x"]) == 2
     assert "usage: rnn-sentiment-client" in capsys.readouterr().err
 
@@ -97,3 +98,139 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("usage: python -m rnn_sentiment_client")
+
+
+def test_model_names_the_model_of_every_text_command(
+    answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream_update = {
+        "state": "s",
+        "position": 4,
+        "token_count": 1,
+        "tokens": [],
+        "steps": [],
+        "pending": [],
+        "pending_steps": [],
+        "prediction": None,
+        "final": True,
+        "model": {"name": "tweets", "version": "v"},
+    }
+    seen = answers(
+        httpx.Response(200, json=OK),
+        httpx.Response(200, json={"tokens": [], "count": 0, "oov_count": 0, "model": OK["model"]}),
+        httpx.Response(200, json=stream_update),
+        httpx.Response(200, json=stream_update),
+    )
+    assert main(["--model", "tweets", "predict", "fine"]) == 0
+    assert main(["--model", "tweets", "tokenize", "fine"]) == 0
+    assert main(["--model", "tweets", "stream", "--chunk-size", "10", "fine"]) == 0
+    assert [json.loads(request.content)["model"] for request in seen] == ["tweets"] * 4
+    assert [request.url.path for request in seen] == ["/predict", "/tokenize"] + ["/stream"] * 2
+
+
+def test_model_from_the_environment_and_none_when_unset(
+    answers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = answers(*[httpx.Response(200, json=OK)] * 3)
+    monkeypatch.setenv("RNN_SENTIMENT_MODEL", "reviews")
+    assert main(["predict", "fine"]) == 0
+    assert main(["--model", "tweets", "predict", "fine"]) == 0  # the option wins
+    monkeypatch.setenv("RNN_SENTIMENT_MODEL", "")  # empty: no name, the default answers
+    assert main(["predict", "fine"]) == 0
+    bodies = [json.loads(request.content) for request in seen]
+    assert [body.get("model") for body in bodies] == ["reviews", "tweets", None]
+    assert "model" not in bodies[2]
+
+
+SUMMARIES = [
+    {
+        "name": "default",
+        "version": "1f8b67844447",
+        "default": True,
+        "status": "ready",
+        "architecture": {
+            "cell": "lstm",
+            "embedding_dim": 16,
+            "hidden_size": 12,
+            "num_layers": 2,
+            "bidirectional": False,
+            "dropout": 0.0,
+            "parameters": 4321,
+        },
+        "labels": ["negative", "neutral", "positive"],
+    },
+    {"name": "tweets-v2", "version": "9a0b1c2d3e4f", "default": False, "status": "ready"},
+    {
+        "name": "old",
+        "version": None,
+        "default": False,
+        "status": "failed",
+        "reason": "CheckpointError: no manifest",
+    },
+]
+
+
+def test_models_lists_name_status_version_and_marks_the_default(
+    answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = answers(*[httpx.Response(200, json={"models": SUMMARIES})] * 2)
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "* default    ready    1f8b67844447",
+        "  tweets-v2  ready    9a0b1c2d3e4f",
+        "  old        failed   -  CheckpointError: no manifest",
+    ]
+    assert main(["--json", "models"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["name"], line["status"], line["default"]) for line in lines] == [
+        ("default", "ready", True),
+        ("tweets-v2", "ready", False),
+        ("old", "failed", False),
+    ]
+    assert [request.url.path for request in seen] == ["/models", "/models"]
+
+
+def test_model_with_a_name_describes_that_model(
+    answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = answers(httpx.Response(200, json=SUMMARIES[0]), httpx.Response(200, json=SUMMARIES[2]))
+    assert main(["--model", "default", "model"]) == 0
+    assert main(["--model", "old", "model"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "default 1f8b67844447: lstm, 2 layer(s) of 12 units, unidirectional, 4321 weights; "
+        "labels negative, neutral, positive",
+        "old: failed (CheckpointError: no manifest)",
+    ]
+    assert [request.url.path for request in seen] == ["/models/default", "/models/old"]
+
+
+def test_ready_with_a_name_is_that_model_s_status(
+    answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = answers(
+        httpx.Response(200, json={"status": "ready", "model": OK["model"]}),
+        httpx.Response(200, json=SUMMARIES[2]),
+    )
+    assert main(["--model", "old", "ready"]) == 1
+    assert capsys.readouterr().out == "not ready\n"
+    assert [request.url.path for request in seen] == ["/readyz", "/models/old"]
+
+
+def test_an_unknown_model_exits_1_naming_the_known_ones(
+    answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    detail = {"loc": ["body", "model"], "msg": "known models: default", "type": "unknown_model"}
+    body = {
+        "error": {
+            "code": "model_not_found",
+            "message": "No model named 'nope'. Known models: default.",
+            "details": [detail],
+        },
+        "request_id": "r-2",
+    }
+    answers(httpx.Response(404, json=body))
+    assert main(["--model", "nope", "explain", "fine"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: 404 model_not_found: No model named 'nope'. Known models: default.",
+        "  body.model: known models: default (unknown_model)",
+    ]

@@ -106,4 +106,4 @@ def test_pip_install_into_a_fresh_venv(tmp_path: Path) -> None:
             [*command, "--help"], capture_output=True, text=True, env=env, timeout=60, check=False
         )
         assert result.returncode == 0, result.stderr
-        assert "{predict,stream,tokenize,explain,model,ready}" in result.stdout
+        assert "{predict,stream,tokenize,explain,model,models,ready}" in result.stdout

@@ -322,15 +322,37 @@ async def _streamed(client: AsyncSentimentClient) -> Any:
     return [update async for update in client.stream(["Not b", "ad"])][-1]
 
 
-# Every public method of the client, called once (twice for the two shapes of /predict).
+def operation_for(openapi: Schema, verb: str, path: str) -> Schema | None:
+    """The operation documented for a request: its path, or a template it fills
+    (`/models/default` is `/models/{name}`)."""
+    segments = path.split("/")
+    for template, operations in openapi["paths"].items():
+        pattern = template.split("/")
+        if len(pattern) == len(segments) and all(
+            ours == theirs or (theirs.startswith("{") and theirs.endswith("}"))
+            for ours, theirs in zip(segments, pattern, strict=True)
+        ):
+            operation: Schema | None = operations.get(verb.lower())
+            return operation
+    return None
+
+
+# Every public method of the client, called at least once (/predict in each shape, and
+# with a model named).
 CALLS: dict[str, list[Callable[[AsyncSentimentClient], Awaitable[Any]]]] = {
-    "predict": [lambda c: c.predict(TEXT), lambda c: c.predict([TEXT, "ok"])],
+    "predict": [
+        lambda c: c.predict(TEXT),
+        lambda c: c.predict([TEXT, "ok"]),
+        lambda c: c.predict(TEXT, model="default"),
+    ],
     "hidden_states": [lambda c: c.hidden_states(TEXT)],
     "tokenize": [lambda c: c.tokenize(TEXT)],
     "explain": [lambda c: c.explain(TEXT, steps=4)],
     "stream_update": [lambda c: c.stream_update(TEXT)],
     "stream": [_streamed],
     "model_info": [lambda c: c.model_info()],
+    "models": [lambda c: c.models()],
+    "get_model": [lambda c: c.get_model("default")],
     "ready": [lambda c: c.ready()],
     "wait_ready": [lambda c: c.wait_ready(timeout_s=5)],
 }
@@ -365,7 +387,7 @@ async def test_every_schema_the_client_parses_is_covered(
             first = len(recorder.routes)
             result = await call(client)
             (verb, path), *_ = recorder.routes[first:]
-            operation = openapi["paths"].get(path, {}).get(verb.lower())
+            operation = operation_for(openapi, verb, path)
             if operation is None:
                 problems.append(f"{method}: {verb} {path} is not in the server's /openapi.json")
                 continue

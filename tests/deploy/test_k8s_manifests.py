@@ -314,3 +314,28 @@ def test_an_overlay_generates_the_secret_and_sets_the_image(tmp_path: Path) -> N
         ["git", "check-ignore", "-q", "my-deploy/secrets.env"], cwd=ROOT, check=False
     )
     assert ignored.returncode == 0, "an overlay's secrets.env inside the work tree is not ignored"
+
+
+def _image_env() -> dict[str, str]:
+    """The runtime stage's ENV values in the Dockerfile (`KEY=value` pairs, `\\` continued)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runtime = dockerfile[dockerfile.rindex("\nFROM ") :]
+    env: dict[str, str] = {}
+    for block in re.findall(r"(?m)^ENV ((?:[^\n]*\\\n)*[^\n]*)", runtime):
+        for item in block.replace("\\\n", " ").split():
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
+def test_pods_serve_the_store_baked_in_the_image_and_can_mount_their_own() -> None:
+    data = _one("ConfigMap")["data"]
+    store = _image_env()["APP_MODEL_STORE"]
+    assert data["APP_MODEL_STORE"] == store
+    # a store and a single directory together are refused at start-up
+    assert "APP_MODEL_DIR" not in data
+    assert Settings(model_store=Path(store)).model_dirs() == {"default": Path(store) / "default"}
+    # the commented example mounts a store over the same path, read-only
+    manifest = (K8S / "deployment.yaml").read_text()
+    assert f"#   mountPath: {store}\n" in manifest
+    assert "#   readOnly: true" in manifest

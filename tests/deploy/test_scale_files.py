@@ -202,3 +202,13 @@ def test_served_by_header_names_the_replica() -> None:
 def test_ci_runs_the_scale_check_after_the_container_check() -> None:
     lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     assert lines.index("bash .ci/scale.sh") > lines.index("bash .ci/container.sh")
+
+
+def test_every_replica_serves_the_same_model_store() -> None:
+    """A request naming a model may reach any replica: the overlay leaves the store to the base
+    service (the image's, or the one its volumes mount), never one per replica."""
+    api = _compose("deploy/compose.scale.yaml")["services"]["api"]
+    assert "volumes" not in api
+    model_settings = {"APP_MODEL_STORE", "APP_MODELS", "APP_DEFAULT_MODEL", "APP_MODEL_DIR"}
+    assert not model_settings & set(api.get("environment") or {})
+    assert {"model_store", "models", "default_model", "model_dir"} <= set(Settings.model_fields)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 
-from app.api.deps import InferenceRuntimeDep
+from app.api.deps import InferenceRuntimeDep, serving_for
 from app.api.errors import error_responses
 from app.api.responses import (
     integrated_gradients_of,
@@ -18,6 +18,7 @@ from app.api.responses import (
 from app.api.schemas.examples import EXPLAIN_EXAMPLES
 from app.api.schemas.explain import ExplainRequest, ExplainResponse
 from app.core.errors import InvalidInputError
+from app.inference.runtime import Runtime
 
 router = APIRouter(tags=["explorer"])
 
@@ -26,14 +27,20 @@ DEFAULT_STEPS = 50  # integrated gradients' quadrature nodes when the request na
 
 @router.post(
     "/explain",
-    responses=error_responses(400, 401, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
     response_model_exclude_none=True,
 )
 async def explain(
     body: Annotated[ExplainRequest, Body(openapi_examples=EXPLAIN_EXAMPLES)],
     runtime: InferenceRuntimeDep,
+    request: Request,
 ) -> ExplainResponse:
     """Per-token attributions: integrated gradients on the embeddings, and occlusion."""
+    with serving_for(request, runtime, body.model) as serving:
+        return await _explain(body, serving.runtime)
+
+
+async def _explain(body: ExplainRequest, runtime: Runtime) -> ExplainResponse:
     labels = runtime.predictor.labels
     problems = []
     if body.label is not None and body.label not in labels:

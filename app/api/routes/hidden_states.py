@@ -4,29 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 
-from app.api.deps import InferenceRuntimeDep
+from app.api.deps import InferenceRuntimeDep, serving_for
 from app.api.errors import error_responses
 from app.api.responses import layer_states_of, model_ref, prediction_of, steps_of, token_infos
 from app.api.schemas.examples import HIDDEN_STATES_EXAMPLES
 from app.api.schemas.hidden_states import HiddenStatesRequest, HiddenStatesResponse
 from app.core.errors import InvalidInputError
 from app.inference.results import SATURATION_THRESHOLD
+from app.inference.runtime import Runtime
 
 router = APIRouter(tags=["inference"])
 
 
 @router.post(
     "/hidden-states",
-    responses=error_responses(400, 401, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
     response_model=HiddenStatesResponse,
     response_model_exclude_none=True,
 )
 async def hidden_states(
     body: Annotated[HiddenStatesRequest, Body(openapi_examples=HIDDEN_STATES_EXAMPLES)],
     runtime: InferenceRuntimeDep,
+    request: Request,
 ) -> Response:
     """Tokens with offsets, per-token hidden states, gates and predictions, and the prediction.
 
@@ -40,6 +42,11 @@ async def hidden_states(
     `inference.stream_tolerance`, not exactly, when /predict's batched pass runs in another
     dtype.
     """
+    with serving_for(request, runtime, body.model) as serving:
+        return await _hidden_states(body, serving.runtime)
+
+
+async def _hidden_states(body: HiddenStatesRequest, runtime: Runtime) -> Response:
     hidden_size = runtime.predictor.model.config.hidden_size
     if body.units is not None:
         outside = [

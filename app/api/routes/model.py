@@ -8,8 +8,8 @@ from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
 from app.api.errors import error_responses
+from app.api.responses import architecture_of
 from app.api.schemas.model import (
-    Architecture,
     EndpointDtypes,
     InferenceInfo,
     Limits,
@@ -25,26 +25,17 @@ router = APIRouter(tags=["model"])
 async def model_card(runtime: RuntimeDep) -> ModelCardResponse:
     """Architecture, labels, vocabulary size, held-out metrics and checkpoint sha256."""
     predictor = runtime.predictor
-    config = predictor.model.config
     card = predictor.checkpoint.card
     metrics = card.get("metrics")
     settings = runtime.settings
     return ModelCardResponse(
-        name=predictor.name,
+        name=runtime.model.name,
         version=predictor.version,
         sha256=predictor.checkpoint.sha256,
         labels=list(predictor.labels),
         vocab_size=len(predictor.vocab),
         vocabulary=_vocabulary(len(predictor.vocab), card.get("vocabulary")),
-        architecture=Architecture(
-            cell=config.cell,
-            embedding_dim=config.embedding_dim,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            parameters=predictor.num_parameters,
-        ),
+        architecture=architecture_of(predictor),
         metrics=metrics if isinstance(metrics, dict) else None,
         card=card,
         limits=Limits(

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from app.api.deps import InferenceRuntimeDep
+from app.api.deps import InferenceRuntimeDep, serving_for
 from app.api.errors import error_doc, error_responses
 from app.api.responses import model_ref, prediction_of, steps_of, token_infos
 from app.api.schemas.examples import STREAM_EXAMPLES
@@ -34,6 +34,7 @@ from app.http.security import Gate, header
 from app.inference.batching import DeadlineExceededError, OverloadedError
 from app.inference.runtime import Runtime
 from app.inference.slot import ModelSlot
+from app.inference.store import ModelStore
 from app.streaming.engine import StreamUpdate
 from app.streaming.errors import StreamError
 from app.streaming.service import StreamService
@@ -72,25 +73,22 @@ _CONFLICT = error_doc(
 )
 
 
-def _streams(request: Request) -> StreamService:
-    streams: StreamService = request.state.streams
-    return streams
-
-
-@router.post("/stream", responses=error_responses(400, 401, 413, 415, 422, 503) | _CONFLICT)
+@router.post("/stream", responses=error_responses(400, 401, 404, 413, 415, 422, 503) | _CONFLICT)
 async def stream(
     body: Annotated[StreamRequest, Body(openapi_examples=STREAM_EXAMPLES)],
     runtime: InferenceRuntimeDep,
     request: Request,
 ) -> StreamResponse:
     """Read the next piece of a text from the previous piece's state; the server keeps none."""
-    try:
-        update = await _streams(request).advance(body.text, body.state, final=body.final)
-    except StreamError as error:
-        raise _api_error(error, "body") from None
-    except (OverloadedError, DeadlineExceededError) as error:
-        raise runtime.unavailable(error) from None
-    return _response(update, runtime)
+    with serving_for(request, runtime, body.model) as serving:
+        runtime = serving.runtime
+        try:
+            update = await serving.streams.advance(body.text, body.state, final=body.final)
+        except StreamError as error:
+            raise _api_error(error, "body") from None
+        except (OverloadedError, DeadlineExceededError) as error:
+            raise runtime.unavailable(error) from None
+        return _response(update, runtime)
 
 
 @ws_router.websocket("/stream/ws")
@@ -252,6 +250,32 @@ async def _answer(
             details,
         )
         return None
+    if body.model is not None and body.model != runtime.model.name:
+        store: ModelStore = websocket.state.store
+        try:
+            serving = store.serving(body.model)
+        except ApiError as error:
+            code = CloseCode.TRY_AGAIN_LATER if error.status_code == 503 else None
+            await _close(
+                websocket,
+                code or CloseCode.POLICY_VIOLATION,
+                error.code,
+                error.message,
+                error.details,
+            )
+            return None
+        serving.runtime.in_flight += 1
+        try:
+            return await _advance(websocket, body, serving.runtime, serving.streams)
+        finally:
+            serving.runtime.in_flight -= 1
+    return await _advance(websocket, body, runtime, streams)
+
+
+async def _advance(
+    websocket: WebSocket, body: StreamRequest, runtime: Runtime, streams: StreamService
+) -> str | None:
+    """`body` read by `runtime`'s model: the answer, or None once the connection was closed."""
     try:
         update = await streams.advance(body.text, body.state, final=body.final)
     except StreamError as error:

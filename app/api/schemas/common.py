@@ -36,6 +36,19 @@ Text = Annotated[
 ]
 
 
+# A model of the store, by name; none: the default model (GET /models lists them).
+ModelName = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description=(
+            "Which model answers, by name (GET /models); omitted: the default model (or the "
+            "canary candidate, for the share APP_CANARY gives it)."
+        ),
+    ),
+]
+
+
 class ModelRef(BaseModel):
     """Which model answered: its name and version (a prefix of the checkpoint's sha256)."""
 

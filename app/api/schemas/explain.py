@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
 from app.api.schemas.bounds import settings_bound
-from app.api.schemas.common import ModelRef, Prediction, Text, TokenInfo
+from app.api.schemas.common import ModelName, ModelRef, Prediction, Text, TokenInfo
 
 Method = Literal["integrated_gradients", "occlusion"]
 # At most APP_MAX_IG_STEPS (see app.api.schemas.bounds).
@@ -26,6 +26,7 @@ class ExplainRequest(BaseModel):
     )
 
     text: Text
+    model: ModelName | None = None
     label: str | None = Field(
         None, description="The label to explain (one of GET /model's labels); default: predicted."
     )

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
-from app.api.schemas.common import ModelRef, Prediction, Step, Text, TokenInfo
+from app.api.schemas.common import ModelName, ModelRef, Prediction, Step, Text, TokenInfo
 
 # What an ordinary request gets: enough to read the network's behaviour, a few kilobytes for a
 # paragraph instead of every unit's float32 state (see `full` for those).
@@ -34,6 +34,7 @@ class HiddenStatesRequest(BaseModel):
     )
 
     text: Text
+    model: ModelName | None = None
     layers: Literal["last", "all"] = Field(
         "last", description="'last': the last recurrent layer only; 'all': every layer."
     )

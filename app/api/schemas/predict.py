@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
 from app.api.schemas.bounds import settings_bound
-from app.api.schemas.common import ModelRef, Prediction, Text
+from app.api.schemas.common import ModelName, ModelRef, Prediction, Text
 
 # At most APP_MAX_TEXTS of them (see app.api.schemas.bounds).
 Texts = Annotated[
@@ -32,6 +32,7 @@ class PredictRequest(BaseModel):
 
     text: Text | None = None
     texts: Texts | None = Field(None, description="Texts, answered in order.")
+    model: ModelName | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:

@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from app.api.schemas import examples
 from app.api.schemas.bounds import settings_bound
-from app.api.schemas.common import ModelRef, Prediction, Step, TokenInfo
+from app.api.schemas.common import ModelName, ModelRef, Prediction, Step, TokenInfo
 
 
 def _valid_unicode(value: str) -> str:
@@ -49,6 +49,13 @@ class StreamRequest(BaseModel):
         description=(
             "This is the last piece: the unfinished word at the end is read too, and the "
             "stream ends (its state cannot be continued)."
+        ),
+    )
+    model: ModelName | None = Field(
+        None,
+        description=(
+            "Which model reads the stream (GET /models); omitted: the default. A state is "
+            "bound to the model that made it: send every piece of a stream to that model."
         ),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas import examples
-from app.api.schemas.common import ModelRef, Text, TokenInfo
+from app.api.schemas.common import ModelName, ModelRef, Text, TokenInfo
 
 
 class TokenizeRequest(BaseModel):
@@ -18,6 +18,7 @@ class TokenizeRequest(BaseModel):
     )
 
     text: Text
+    model: ModelName | None = None
 
 
 class TokenizedToken(TokenInfo):

@@ -125,14 +125,14 @@ async def test_websocket_closes_cleanly_on_bad_input(
         pytest.param(
             {"piece": "hi"},
             ["message", "piece"],
-            'unknown field: send {"text": "...", "state": "...", "final": true}',
+            'unknown field: send {"text": "...", "state": "...", "final": true, "model": "..."}',
             id="unknown-field",
         ),
         pytest.param(
             [1, 2],
             ["message"],
             'expected a JSON object, not an array: send {"text": "...", "state": "...", '
-            '"final": true}',
+            '"final": true, "model": "..."}',
             id="array",
         ),
     ],

@@ -9,14 +9,17 @@
             print(update.position, update.prediction)
 
 `AsyncSentimentClient` has the same methods, to be awaited (`stream` is an async iterator).
+A service may serve several models: every method that sends text takes `model="name"` (left
+out: the service's default model), `models()` lists them and `get_model(name)` describes one.
 Results are pydantic models named after the API's schemas (`PredictResponse`,
 `HiddenStatesResponse`, ...), so a field the API documents is an attribute here, typed. The
 package needs httpx and pydantic only: it imports neither torch nor the server.
 
 Failures raise `SentimentError` subclasses: `APIConnectionError` when the service cannot be
 reached, and for an error response an `APIError` subclass chosen by its status (and, for
-streams, its code), carrying the error body's `code`, `message`, `details` and `request_id`.
-Connection failures, timeouts, 429 and 503 are retried with backoff (`RetryPolicy`).
+streams and unknown models, its code), carrying the error body's `code`, `message`, `details`
+and `request_id`. Connection failures, timeouts, 429 and 503 are retried with backoff
+(`RetryPolicy`).
 
 The command line is `rnn-sentiment-client` (or `python -m rnn_sentiment_client`); `--help`.
 """
@@ -37,6 +40,9 @@ from rnn_sentiment_client._models import (
     Limits,
     ModelCardResponse,
     ModelRef,
+    ModelsResponse,
+    ModelStatus,
+    ModelSummary,
     OcclusionResult,
     Prediction,
     PredictResponse,
@@ -58,6 +64,7 @@ from rnn_sentiment_client.errors import (
     BadRequestError,
     ConflictError,
     InvalidRequestError,
+    ModelNotFoundError,
     NotFoundError,
     RateLimitedError,
     SentimentError,
@@ -89,7 +96,11 @@ __all__ = [
     "LayerStates",
     "Limits",
     "ModelCardResponse",
+    "ModelNotFoundError",
     "ModelRef",
+    "ModelStatus",
+    "ModelSummary",
+    "ModelsResponse",
     "NotFoundError",
     "OcclusionResult",
     "PredictResponse",

@@ -1,6 +1,9 @@
 """What the synchronous and the asynchronous client share: headers, request bodies, retries'
 bookkeeping, turning a final response into a model or an error.
 
+A `model` given to a method is sent as the body's `"model"`; None leaves it out, and the
+service's default model answers (a service that serves one model needs nothing else).
+
 Only the sending differs between the two (`httpx.Client` or `httpx.AsyncClient`, `time.sleep`
 or `asyncio.sleep`), so everything else lives here and both clients stay thin.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -65,10 +69,10 @@ class Base:
         return model.model_validate_json(response.content)
 
     @staticmethod
-    def _predict_body(text: str | Sequence[str]) -> dict[str, Any]:
+    def _predict_body(text: str | Sequence[str], model: str | None) -> dict[str, Any]:
         if isinstance(text, str):
-            return PredictRequest.body(text=text)
-        return PredictRequest.body(texts=list(text))
+            return PredictRequest.body(text=text, model=model)
+        return PredictRequest.body(texts=list(text), model=model)
 
     @staticmethod
     def _hidden_states_body(
@@ -80,6 +84,7 @@ class Base:
         top_k: int | None,
         decimals: int | None,
         full: bool,
+        model: str | None,
     ) -> dict[str, Any]:
         return HiddenStatesRequest.body(
             text=text,
@@ -91,11 +96,12 @@ class Base:
             decimals=decimals,
             # Sent only when asked for: a service older than `full` refuses unknown fields.
             full=True if full else None,
+            model=model,
         )
 
     @staticmethod
-    def _tokenize_body(text: str) -> dict[str, Any]:
-        return TokenizeRequest.body(text=text)
+    def _tokenize_body(text: str, model: str | None) -> dict[str, Any]:
+        return TokenizeRequest.body(text=text, model=model)
 
     @staticmethod
     def _explain_body(
@@ -106,6 +112,7 @@ class Base:
         baseline: str | None,
         occlusion: str | None,
         decimals: int | None,
+        model: str | None,
     ) -> dict[str, Any]:
         return ExplainRequest.body(
             text=text,
@@ -115,11 +122,19 @@ class Base:
             baseline=baseline,
             occlusion=occlusion,
             decimals=decimals,
+            model=model,
         )
 
     @staticmethod
-    def _stream_body(text: str, state: str | None, final: bool) -> dict[str, Any]:
-        return StreamRequest.body(text=text, state=state, final=final)
+    def _stream_body(
+        text: str, state: str | None, final: bool, model: str | None
+    ) -> dict[str, Any]:
+        return StreamRequest.body(text=text, state=state, final=final, model=model)
+
+    @staticmethod
+    def _model_path(name: str) -> str:
+        """GET /models/{name}, the name escaped: it is a path segment, whatever it holds."""
+        return "/models/" + quote(name, safe="")
 
     def _not_ready(self, timeout_s: float) -> TimeoutError:
         return TimeoutError(f"{self.base_url} was not ready within {timeout_s:g} s")

@@ -249,11 +249,46 @@ class ModelCardResponse(_Response):
     inference: InferenceInfo
 
 
+class ModelStatus(_Response):
+    """One model of the service and whether it serves."""
+
+    name: str
+    status: str = Field(
+        description="`loading`, `ready` or `failed` (a str: a newer service may add states)."
+    )
+
+
 class ReadyResponse(_Response):
-    """GET /readyz when ready."""
+    """GET /readyz when ready: the default model, and every model's status."""
 
     status: Literal["ready"] = "ready"
-    model: ModelRef
+    model: ModelRef = Field(description="The default model.")
+    models: list[ModelStatus] = Field(
+        default_factory=list, description="Every model, the default first (empty: one model)."
+    )
+
+
+class ModelSummary(_Response):
+    """GET /models/{name}: one model of the service. Only `name`, `default` and `status` are
+    known for a model that is not loaded; the rest is None until it is."""
+
+    name: str = Field(description="The name requests use in `model`: its folder's name.")
+    version: str | None
+    default: bool = Field(description="It answers requests that name no model.")
+    status: str = Field(
+        description="`loading`, `ready` or `failed` (a str: a newer service may add states)."
+    )
+    reason: str | None = Field(None, description="Why it failed to load, when it did.")
+    architecture: Architecture | None = None
+    labels: list[str] | None = None
+    metrics: dict[str, Any] | None = None
+    memory_bytes: int | None = Field(None, description="Bytes of weights it holds in memory.")
+
+
+class ModelsResponse(_Response):
+    """GET /models: every model of the service, the default first."""
+
+    models: list[ModelSummary]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +300,7 @@ class PredictRequest(_Request):
 
     text: str | None = None
     texts: list[str] | None = None
+    model: str | None = Field(None, description="Which model answers; None: the default.")
 
 
 class HiddenStatesRequest(_Request):
@@ -276,10 +312,12 @@ class HiddenStatesRequest(_Request):
     units: list[int] | None = None
     top_k: int | None = None
     full: bool | None = None
+    model: str | None = Field(None, description="Which model answers; None: the default.")
 
 
 class TokenizeRequest(_Request):
     text: str
+    model: str | None = Field(None, description="Which model answers; None: the default.")
 
 
 class ExplainRequest(_Request):
@@ -290,9 +328,11 @@ class ExplainRequest(_Request):
     baseline: Literal["pad", "unk", "zero"] | None = None
     occlusion: Literal["unk", "drop"] | None = None
     decimals: int | None = None
+    model: str | None = Field(None, description="Which model answers; None: the default.")
 
 
 class StreamRequest(_Request):
     text: str = ""
     state: str | None = Field(None, description="None starts a new stream.")
     final: bool = False
+    model: str | None = Field(None, description="Which model answers; None: the default.")

@@ -22,6 +22,8 @@ from rnn_sentiment_client._models import (
     HiddenStatesResponse,
     Method,
     ModelCardResponse,
+    ModelsResponse,
+    ModelSummary,
     PredictResponse,
     ReadyResponse,
     StreamResponse,
@@ -74,12 +76,19 @@ class AsyncSentimentClient(Base):
 
     # A str is also a Sequence[str]; this first overload is the one that applies to it.
     @overload
-    async def predict(self, text: str) -> PredictResponse: ...  # type: ignore[overload-overlap]
+    async def predict(  # type: ignore[overload-overlap]
+        self, text: str, *, model: str | None = None
+    ) -> PredictResponse: ...
     @overload
-    async def predict(self, text: Sequence[str]) -> BatchPredictResponse: ...
-    async def predict(self, text: str | Sequence[str]) -> PredictResponse | BatchPredictResponse:
-        """The sentiment of one text, or of a list of texts (answered in order)."""
-        response = await self._send("POST", "/predict", self._predict_body(text))
+    async def predict(
+        self, text: Sequence[str], *, model: str | None = None
+    ) -> BatchPredictResponse: ...
+    async def predict(
+        self, text: str | Sequence[str], *, model: str | None = None
+    ) -> PredictResponse | BatchPredictResponse:
+        """The sentiment of one text, or of a list of texts (answered in order), by the model
+        named `model` (None: the service's default)."""
+        response = await self._send("POST", "/predict", self._predict_body(text, model))
         if isinstance(text, str):
             return self._parse(response, PredictResponse)
         return self._parse(response, BatchPredictResponse)
@@ -95,6 +104,7 @@ class AsyncSentimentClient(Base):
         top_k: int | None = None,
         decimals: int | None = None,
         full: bool = False,
+        model: str | None = None,
     ) -> HiddenStatesResponse:
         """Tokens, per-token states and predictions (see POST /hidden-states).
 
@@ -102,13 +112,13 @@ class AsyncSentimentClient(Base):
         choose the units, `decimals` the rounding, and `full` asks for every unit unrounded.
         """
         body = self._hidden_states_body(
-            text, layers, include_cell_state, include_gates, units, top_k, decimals, full
+            text, layers, include_cell_state, include_gates, units, top_k, decimals, full, model
         )
         return self._parse(await self._send("POST", "/hidden-states", body), HiddenStatesResponse)
 
-    async def tokenize(self, text: str) -> TokenizeResponse:
+    async def tokenize(self, text: str, *, model: str | None = None) -> TokenizeResponse:
         """The tokens the model reads in `text`, with ids and out-of-vocabulary flags."""
-        response = await self._send("POST", "/tokenize", self._tokenize_body(text))
+        response = await self._send("POST", "/tokenize", self._tokenize_body(text, model))
         return self._parse(response, TokenizeResponse)
 
     async def explain(
@@ -121,16 +131,24 @@ class AsyncSentimentClient(Base):
         baseline: Literal["pad", "unk", "zero"] | None = None,
         occlusion: Literal["unk", "drop"] | None = None,
         decimals: int | None = None,
+        model: str | None = None,
     ) -> ExplainResponse:
         """Per-token attributions toward `label` (default: the predicted one)."""
-        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals)
+        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals, model)
         return self._parse(await self._send("POST", "/explain", body), ExplainResponse)
 
     async def stream_update(
-        self, text: str = "", state: str | None = None, *, final: bool = False
+        self,
+        text: str = "",
+        state: str | None = None,
+        *,
+        final: bool = False,
+        model: str | None = None,
     ) -> StreamResponse:
-        """One POST /stream: read `text` on from `state` (None starts a new stream)."""
-        body = self._stream_body(text, state, final)
+        """One POST /stream: read `text` on from `state` (None starts a new stream). A state
+        belongs to the model that made it: send every piece of a stream with the same `model`.
+        """
+        body = self._stream_body(text, state, final, model)
         return self._parse(await self._send("POST", "/stream", body), StreamResponse)
 
     async def stream(
@@ -139,25 +157,36 @@ class AsyncSentimentClient(Base):
         *,
         state: str | None = None,
         final: bool = True,
+        model: str | None = None,
     ) -> AsyncIterator[StreamResponse]:
         """An update per piece of text, as the pieces come (from an iterable or an async one,
-        e.g. a queue fed by a microphone); with `final`, one more that ends the stream."""
+        e.g. a queue fed by a microphone); with `final`, one more that ends the stream. Every
+        piece goes to the model named `model` (None: the default)."""
         if isinstance(pieces, AsyncIterable):
             async for piece in pieces:
-                update = await self.stream_update(piece, state)
+                update = await self.stream_update(piece, state, model=model)
                 state = update.state
                 yield update
         else:
             for piece in pieces:
-                update = await self.stream_update(piece, state)
+                update = await self.stream_update(piece, state, model=model)
                 state = update.state
                 yield update
         if final:
-            yield await self.stream_update("", state, final=True)
+            yield await self.stream_update("", state, final=True, model=model)
 
     async def model_info(self) -> ModelCardResponse:
-        """The model card: architecture, labels, vocabulary, metrics and limits."""
+        """The default model's card: architecture, labels, vocabulary, metrics and limits."""
         return self._parse(await self._send("GET", "/model"), ModelCardResponse)
+
+    async def models(self) -> ModelsResponse:
+        """Every model the service holds, the default first, with its status and version."""
+        return self._parse(await self._send("GET", "/models"), ModelsResponse)
+
+    async def get_model(self, name: str) -> ModelSummary:
+        """The model called `name`; `ModelNotFoundError` (its `known` lists the names) when
+        the service holds none of that name."""
+        return self._parse(await self._send("GET", self._model_path(name)), ModelSummary)
 
     async def ready(self) -> bool:
         """Whether the service answers /readyz with 200 now (one try, no retries)."""

@@ -3,11 +3,15 @@
     rnn-sentiment-client predict "Not bad at all!"
     printf 'great phone\nawful battery\n' | rnn-sentiment-client predict   # one per line
     rnn-sentiment-client --json stream --chunk-size 10 "The plot was predictable"
+    rnn-sentiment-client models                       # the models served; * the default
+    rnn-sentiment-client --model tweets predict "Not bad at all!"     # a model by name
 
 Subcommands `predict` (no text: one text per stdin line, sent in batches), `stream`,
-`tokenize`, `explain`, `model`, `ready`. The service's address and key come from `--url` /
-`--api-key` or `RNN_SENTIMENT_URL` / `RNN_SENTIMENT_API_KEY`. Also `python -m
-rnn_sentiment_client`, and `main(argv, prog)` for a command line that embeds this one.
+`tokenize`, `explain`, `model`, `models`, `ready`. The service's address and key come from
+`--url` / `--api-key` or `RNN_SENTIMENT_URL` / `RNN_SENTIMENT_API_KEY`; `--model` (or
+`RNN_SENTIMENT_MODEL`) names the model that answers, else the service's default does. Also
+`python -m rnn_sentiment_client`, and `main(argv, prog)` for a command line that embeds this
+one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
 
 from rnn_sentiment_client._base import DEFAULT_TIMEOUT_S, DEFAULT_URL
-from rnn_sentiment_client._models import Prediction
+from rnn_sentiment_client._models import Architecture, Prediction
 from rnn_sentiment_client.client import SentimentClient
 from rnn_sentiment_client.errors import APIConnectionError, APIError
 
@@ -64,7 +68,9 @@ def _predict(args: argparse.Namespace, client: SentimentClient, out: TextIO, std
     for batch in _batches(texts, args.batch_size):
         # One text goes alone, so an error about it names `text`, not `texts.0`.
         predictions: Sequence[Prediction] = (
-            [client.predict(batch[0])] if len(batch) == 1 else client.predict(batch).predictions
+            [client.predict(batch[0], model=args.model)]
+            if len(batch) == 1
+            else client.predict(batch, model=args.model).predictions
         )
         for text, prediction in zip(batch, predictions, strict=True):
             if args.json:
@@ -79,7 +85,7 @@ def _predict(args: argparse.Namespace, client: SentimentClient, out: TextIO, std
 
 def _stream(args: argparse.Namespace, client: SentimentClient, out: TextIO, stdin: TextIO) -> int:
     text = stdin.read() if args.text in (None, "-") else args.text
-    for update in client.stream(_cut(text, args.chunk_size)):
+    for update in client.stream(_cut(text, args.chunk_size), model=args.model):
         if args.json:
             out.write(update.model_dump_json(exclude={"state"}) + "\n")
             continue
@@ -94,7 +100,7 @@ def _stream(args: argparse.Namespace, client: SentimentClient, out: TextIO, stdi
 
 
 def _tokenize(args: argparse.Namespace, client: SentimentClient, out: TextIO, _: TextIO) -> int:
-    tokens = client.tokenize(args.text)
+    tokens = client.tokenize(args.text, model=args.model)
     if args.json:
         out.write(tokens.model_dump_json() + "\n")
         return 0
@@ -105,7 +111,7 @@ def _tokenize(args: argparse.Namespace, client: SentimentClient, out: TextIO, _:
 
 
 def _explain(args: argparse.Namespace, client: SentimentClient, out: TextIO, _: TextIO) -> int:
-    explanation = client.explain(args.text, label=args.label)
+    explanation = client.explain(args.text, label=args.label, model=args.model)
     if args.json:
         out.write(explanation.model_dump_json(exclude_none=True) + "\n")
         return 0
@@ -125,23 +131,63 @@ def _explain(args: argparse.Namespace, client: SentimentClient, out: TextIO, _: 
     return 0
 
 
+def _shape(arch: Architecture) -> str:
+    direction = "bidirectional" if arch.bidirectional else "unidirectional"
+    return (
+        f"{arch.cell}, {arch.num_layers} layer(s) of {arch.hidden_size} units, {direction}, "
+        f"{arch.parameters} weights"
+    )
+
+
 def _model(args: argparse.Namespace, client: SentimentClient, out: TextIO, _: TextIO) -> int:
+    if args.model is not None:
+        # The card (GET /model) is the default model's; a named one is described by
+        # GET /models/{name}, which has no vocabulary figures.
+        summary = client.get_model(args.model)
+        if args.json:
+            out.write(summary.model_dump_json() + "\n")
+            return 0
+        if summary.architecture is None or summary.labels is None:
+            reason = f" ({summary.reason})" if summary.reason else ""
+            out.write(f"{summary.name}: {summary.status}{reason}\n")
+            return 0
+        out.write(
+            f"{summary.name} {summary.version}: {_shape(summary.architecture)}; "
+            f"labels {', '.join(summary.labels)}\n"
+        )
+        return 0
     card = client.model_info()
     if args.json:
         out.write(card.model_dump_json() + "\n")
         return 0
-    arch = card.architecture
-    direction = "bidirectional" if arch.bidirectional else "unidirectional"
     out.write(
-        f"{card.name} {card.version}: {arch.cell}, {arch.num_layers} layer(s) of "
-        f"{arch.hidden_size} units, {direction}, {arch.parameters} weights; "
+        f"{card.name} {card.version}: {_shape(card.architecture)}; "
         f"labels {', '.join(card.labels)}; vocabulary {card.vocab_size}\n"
     )
     return 0
 
 
+def _models(args: argparse.Namespace, client: SentimentClient, out: TextIO, _: TextIO) -> int:
+    models = client.models().models
+    if args.json:
+        for summary in models:
+            out.write(summary.model_dump_json() + "\n")
+        return 0
+    width = max((len(summary.name) for summary in models), default=0)
+    for summary in models:
+        mark = "*" if summary.default else " "
+        line = f"{mark} {summary.name:<{width}}  {summary.status:<7}  {summary.version or '-'}"
+        if summary.reason:
+            line += f"  {summary.reason}"
+        out.write(line + "\n")
+    return 0
+
+
 def _ready(args: argparse.Namespace, client: SentimentClient, out: TextIO, _: TextIO) -> int:
     ready = client.ready()
+    if ready and args.model is not None:
+        # /readyz answers for the service (its default model); a named one has its own status.
+        ready = client.get_model(args.model).status == "ready"
     out.write(("ready" if ready else "not ready") + "\n")
     return 0 if ready else 1
 
@@ -152,6 +198,7 @@ _COMMANDS = {
     "tokenize": _tokenize,
     "explain": _explain,
     "model": _model,
+    "models": _models,
     "ready": _ready,
 }
 
@@ -170,6 +217,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)"
+    )
+    parser.add_argument(
+        "--model",
+        # An empty variable is no name: the service's default model answers.
+        default=os.environ.get("RNN_SENTIMENT_MODEL") or None,
+        metavar="NAME",
+        help="the model that answers (env RNN_SENTIMENT_MODEL; default: the service's default "
+        "model; see the models command)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -190,8 +245,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="per-token attributions")
     explain.add_argument("text")
     explain.add_argument("--label", help="label to explain (default: the predicted one)")
-    commands.add_parser("model", help="the model card")
-    commands.add_parser("ready", help="exit 0 when the service is ready, else 1")
+    commands.add_parser(
+        "model", help="the model card (with --model: that model's architecture and labels)"
+    )
+    commands.add_parser(
+        "models", help="the models the service holds: name, status, version (* the default)"
+    )
+    commands.add_parser(
+        "ready", help="exit 0 when the service (with --model: that model) is ready, else 1"
+    )
     return parser
 
 

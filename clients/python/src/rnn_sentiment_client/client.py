@@ -23,6 +23,8 @@ from rnn_sentiment_client._models import (
     HiddenStatesResponse,
     Method,
     ModelCardResponse,
+    ModelsResponse,
+    ModelSummary,
     PredictResponse,
     ReadyResponse,
     StreamResponse,
@@ -73,12 +75,17 @@ class SentimentClient(Base):
 
     # A str is also a Sequence[str]; this first overload is the one that applies to it.
     @overload
-    def predict(self, text: str) -> PredictResponse: ...  # type: ignore[overload-overlap]
+    def predict(  # type: ignore[overload-overlap]
+        self, text: str, *, model: str | None = None
+    ) -> PredictResponse: ...
     @overload
-    def predict(self, text: Sequence[str]) -> BatchPredictResponse: ...
-    def predict(self, text: str | Sequence[str]) -> PredictResponse | BatchPredictResponse:
-        """The sentiment of one text, or of a list of texts (answered in order)."""
-        response = self._send("POST", "/predict", self._predict_body(text))
+    def predict(self, text: Sequence[str], *, model: str | None = None) -> BatchPredictResponse: ...
+    def predict(
+        self, text: str | Sequence[str], *, model: str | None = None
+    ) -> PredictResponse | BatchPredictResponse:
+        """The sentiment of one text, or of a list of texts (answered in order), by the model
+        named `model` (None: the service's default)."""
+        response = self._send("POST", "/predict", self._predict_body(text, model))
         if isinstance(text, str):
             return self._parse(response, PredictResponse)
         return self._parse(response, BatchPredictResponse)
@@ -94,6 +101,7 @@ class SentimentClient(Base):
         top_k: int | None = None,
         decimals: int | None = None,
         full: bool = False,
+        model: str | None = None,
     ) -> HiddenStatesResponse:
         """Tokens, per-token states and predictions (see POST /hidden-states).
 
@@ -101,13 +109,13 @@ class SentimentClient(Base):
         choose the units, `decimals` the rounding, and `full` asks for every unit unrounded.
         """
         body = self._hidden_states_body(
-            text, layers, include_cell_state, include_gates, units, top_k, decimals, full
+            text, layers, include_cell_state, include_gates, units, top_k, decimals, full, model
         )
         return self._parse(self._send("POST", "/hidden-states", body), HiddenStatesResponse)
 
-    def tokenize(self, text: str) -> TokenizeResponse:
+    def tokenize(self, text: str, *, model: str | None = None) -> TokenizeResponse:
         """The tokens the model reads in `text`, with ids and out-of-vocabulary flags."""
-        response = self._send("POST", "/tokenize", self._tokenize_body(text))
+        response = self._send("POST", "/tokenize", self._tokenize_body(text, model))
         return self._parse(response, TokenizeResponse)
 
     def explain(
@@ -120,34 +128,57 @@ class SentimentClient(Base):
         baseline: Literal["pad", "unk", "zero"] | None = None,
         occlusion: Literal["unk", "drop"] | None = None,
         decimals: int | None = None,
+        model: str | None = None,
     ) -> ExplainResponse:
         """Per-token attributions toward `label` (default: the predicted one)."""
-        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals)
+        body = self._explain_body(text, label, methods, steps, baseline, occlusion, decimals, model)
         return self._parse(self._send("POST", "/explain", body), ExplainResponse)
 
     def stream_update(
-        self, text: str = "", state: str | None = None, *, final: bool = False
+        self,
+        text: str = "",
+        state: str | None = None,
+        *,
+        final: bool = False,
+        model: str | None = None,
     ) -> StreamResponse:
-        """One POST /stream: read `text` on from `state` (None starts a new stream)."""
-        body = self._stream_body(text, state, final)
+        """One POST /stream: read `text` on from `state` (None starts a new stream). A state
+        belongs to the model that made it: send every piece of a stream with the same `model`.
+        """
+        body = self._stream_body(text, state, final, model)
         return self._parse(self._send("POST", "/stream", body), StreamResponse)
 
     def stream(
-        self, pieces: Iterable[str], *, state: str | None = None, final: bool = True
+        self,
+        pieces: Iterable[str],
+        *,
+        state: str | None = None,
+        final: bool = True,
+        model: str | None = None,
     ) -> Iterator[StreamResponse]:
         """An update per piece of text, as the pieces come (a generator may still be producing
         them); with `final`, one more that reads the unfinished last word and ends the stream.
+        Every piece goes to the model named `model` (None: the default).
         """
         for piece in pieces:
-            update = self.stream_update(piece, state)
+            update = self.stream_update(piece, state, model=model)
             state = update.state
             yield update
         if final:
-            yield self.stream_update("", state, final=True)
+            yield self.stream_update("", state, final=True, model=model)
 
     def model_info(self) -> ModelCardResponse:
-        """The model card: architecture, labels, vocabulary, metrics and limits."""
+        """The default model's card: architecture, labels, vocabulary, metrics and limits."""
         return self._parse(self._send("GET", "/model"), ModelCardResponse)
+
+    def models(self) -> ModelsResponse:
+        """Every model the service holds, the default first, with its status and version."""
+        return self._parse(self._send("GET", "/models"), ModelsResponse)
+
+    def get_model(self, name: str) -> ModelSummary:
+        """The model called `name`; `ModelNotFoundError` (its `known` lists the names) when
+        the service holds none of that name."""
+        return self._parse(self._send("GET", self._model_path(name)), ModelSummary)
 
     def ready(self) -> bool:
         """Whether the service answers /readyz with 200 now (one try, no retries)."""

@@ -2,13 +2,14 @@
 response to the subclass that names it.
 
 `APIConnectionError` means the service could not be reached; an error response becomes an
-`APIError` subclass chosen by its status (and, for streams, its code), carrying the error body's
-`code`, `message`, `details` and `request_id`, so callers can catch the case they handle and
-read the rest without parsing anything.
+`APIError` subclass chosen by its status (and, for streams and unknown models, its code),
+carrying the error body's `code`, `message`, `details` and `request_id`, so callers can catch
+the case they handle and read the rest without parsing anything.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import httpx
@@ -24,6 +25,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "InvalidRequestError",
+    "ModelNotFoundError",
     "NotFoundError",
     "RateLimitedError",
     "SentimentError",
@@ -73,7 +75,51 @@ class AuthenticationError(APIError):
 
 
 class NotFoundError(APIError):
-    """404 or 405: no such route on this service (an older version, or a wrong URL)."""
+    """404 or 405: no such route on this service (an older version, or a wrong URL), or no
+    such model (`ModelNotFoundError`)."""
+
+
+# How the service names the models it holds: a detail `"known models: a, b"` of type
+# `unknown_model`, and the message's `"Known models: a, b."`.
+_KNOWN_MODELS = re.compile(r"known models: (?P<names>.*?)\.?$", re.IGNORECASE)
+
+
+class ModelNotFoundError(NotFoundError):
+    """404 `model_not_found`: the request named a model the service does not hold.
+
+    `known` lists the names the service holds, as its answer says them (empty when the answer
+    does not say); GET /models describes each.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[ErrorDetail] = (),
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            status_code,
+            code,
+            message,
+            details=details,
+            request_id=request_id,
+            retry_after=retry_after,
+        )
+        self.known = _known_models(message, self.details)
+
+
+def _known_models(message: str, details: Sequence[ErrorDetail]) -> list[str]:
+    """The names in the detail of type `unknown_model`, else in the message."""
+    texts = [detail.msg for detail in details if detail.type == "unknown_model"] + [message]
+    for text in texts:
+        found = _KNOWN_MODELS.search(text)
+        if found:
+            return [name.strip() for name in found["names"].split(",") if name.strip()]
+    return []
 
 
 class ConflictError(APIError):
@@ -115,6 +161,11 @@ _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
 }
 # Codes that mean "this stream is over" whatever the status they come with.
 _STREAM_STATE_CODES = frozenset({"invalid_state", "state_model_mismatch"})
+# Codes with an error of their own, whatever the status they come with.
+_ERRORS_BY_CODE: dict[str, type[APIError]] = {
+    **dict.fromkeys(_STREAM_STATE_CODES, StreamStateError),
+    "model_not_found": ModelNotFoundError,
+}
 
 
 def error_from(response: httpx.Response) -> APIError:
@@ -131,10 +182,9 @@ def error_from(response: httpx.Response) -> APIError:
         message = response.text[:200].strip() or response.reason_phrase
         details = []
         request_id = response.headers.get("x-request-id")
-    if code in _STREAM_STATE_CODES:
-        kind: type[APIError] = StreamStateError
-    else:
-        kind = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else APIError)
+    kind = _ERRORS_BY_CODE.get(code) or _ERRORS_BY_STATUS.get(
+        status, ServerError if status >= 500 else APIError
+    )
     return kind(
         status,
         code,
