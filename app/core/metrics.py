@@ -49,87 +49,87 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
-            "http_requests",
+            "rnn_sentiment_http_requests",
             "HTTP requests answered, by route template, method and status code.",
             ("route", "method", "status"),
             registry=registry,
         )
         self.latency = Histogram(
-            "http_request_duration_seconds",
+            "rnn_sentiment_http_request_duration_seconds",
             "Time from request start to the end of its response, by route template.",
             ("route", "method"),
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.inference = Histogram(
-            "inference_batch_duration_seconds",
+            "rnn_sentiment_inference_batch_duration_seconds",
             "Time of one forward pass over a micro-batch, by model.",
             ("model",),
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(
-            "inference_batch_size",
+            "rnn_sentiment_inference_batch_size",
             "Texts per forward pass, by model.",
             ("model",),
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "inference_queue_depth",
+            "rnn_sentiment_inference_queue_depth",
             "Texts waiting for the model, by model.",
             ("model",),
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.rejections = Counter(
-            "inference_rejections",
+            "rnn_sentiment_inference_rejections",
             "Requests refused with 503, by model and reason (overloaded, deadline).",
             ("model", "reason"),
             registry=registry,
         )
         self.model_requests = Counter(
-            "inference_requests",
+            "rnn_sentiment_inference_requests",
             "Requests handed to each model once their texts passed the limits (503s "
             "included), by model and kind (predict, trace, explain).",
             ("model", "kind"),
             registry=registry,
         )
         self.predictions = Counter(
-            "inference_predictions",
+            "rnn_sentiment_predictions",
             "Texts each model labelled through /predict, by model and predicted label.",
             ("model", "label"),
             registry=registry,
         )
         self.reloads = Counter(
-            "model_reloads",
+            "rnn_sentiment_model_reloads",
             "Checkpoint reloads (POST /admin/reload, SIGHUP), by model and outcome: reloaded, "
             "unchanged (the served checkpoint), failed (the served model stayed).",
             ("model", "outcome"),
             registry=registry,
         )
         self.model_operations = Counter(
-            "model_operations",
+            "rnn_sentiment_model_operations",
             "Models loaded or unloaded at run time (POST and DELETE /admin/models/{name}), "
             "by model, operation (load, unload) and outcome (done, failed).",
             ("model", "operation", "outcome"),
             registry=registry,
         )
         self.ready = Gauge(
-            "app_ready",
+            "rnn_sentiment_ready",
             "1 when the model is loaded and warmed up (summed over live workers).",
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
-            "model_info",
+            "rnn_sentiment_model_info",
             "The model being served (value 1).",
             ("name", "version"),
             registry=registry,
             multiprocess_mode="livemax",
         )
         if not multiprocess_mode():
-            ProcessCollector(registry=registry)
+            ProcessCollector(namespace="rnn_sentiment", registry=registry)
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Measurements made outside any one model's runtime (see `observe_batch`).
         self._unattributed: ModelMetrics | None = None
