@@ -64,19 +64,27 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int =
     return temperature
 
 
-@torch.inference_mode()
 def raw_logits(
     model: SentimentRNN, ids: Sequence[Sequence[int]], batch_size: int = 512
 ) -> torch.Tensor:
-    """Logits (N, C) of every text before any temperature, in the order of `ids`."""
+    """Logits (N, C) of every text before any temperature, in the order of `ids`.
+
+    The model's temperature is set to 1 for the pass and restored after it: the same logits
+    whether or not the model was calibrated before, so calibrating twice gives one T.
+    """
     model.eval()
-    temperature = model.config.temperature
-    out = torch.empty(len(ids), model.config.num_labels)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch, lengths = pad_ids([ids[i] for i in chunk], model.config.pad_id)
-        out[torch.tensor(chunk)] = model(batch, lengths).float() * temperature
+    kept = model.config.temperature
+    model.set_temperature(1.0)
+    try:
+        with torch.inference_mode():
+            out = torch.empty(len(ids), model.config.num_labels)
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch, lengths = pad_ids([ids[i] for i in chunk], model.config.pad_id)
+                out[torch.tensor(chunk)] = model(batch, lengths).float()
+    finally:
+        model.set_temperature(kept)
     return out
 
 
