@@ -105,9 +105,9 @@ def predict_body(
     """POST /predict's answer as JSON: a `PredictResponse` for one text, a
     `BatchPredictResponse` for `texts` (`batch`).
 
-    Each prediction carries its text's signals and warnings; with a `min_confidence` (the
-    request's, else the setting's) also whether its score reaches it (`confident`), which is
-    left out when no threshold applies.
+    Each prediction carries its text's signals and warnings, and whether its score reaches
+    `min_confidence` (the request's, else the setting's): `confident`, null when no threshold
+    applies.
 
     The route and the fast path (`app.http.fast_path`) both send these bytes, so their answers
     cannot drift apart. Built from plain dicts with orjson, without a pydantic model: this is
@@ -130,7 +130,7 @@ def predict_body(
 
 def _prediction(result: PredictionResult, min_confidence: float | None) -> dict[str, object]:
     """One prediction object of a /predict answer, as a plain dict (see `predict_body`)."""
-    body: dict[str, object] = {
+    return {
         "label": result.label,
         "score": result.score,
         "probabilities": result.probabilities,
@@ -138,7 +138,5 @@ def _prediction(result: PredictionResult, min_confidence: float | None) -> dict[
         "token_count": result.token_count,
         "truncated": result.truncated,
         "warnings": warnings_of(result, min_confidence),
+        "confident": None if min_confidence is None else result.score >= min_confidence,
     }
-    if min_confidence is not None:
-        body["confident"] = result.score >= min_confidence
-    return body

@@ -180,7 +180,7 @@ async def test_signals_of_crafted_texts(start: Callable[..., Any]) -> None:
     assert long["warnings"] == ["truncated"]
     assert (plain["token_count"], plain["oov_ratio"], plain["warnings"]) == (4, 0.0, [])
     for body in (unknown, short, long, plain):
-        assert "confident" not in body  # no threshold anywhere
+        assert body["confident"] is None  # no threshold anywhere
         PredictResponse.model_validate(body)
 
 
@@ -209,7 +209,7 @@ async def test_min_confidence_per_request(start: Callable[..., Any]) -> None:
     assert (above["confident"], above["warnings"]) == (False, ["low_confidence"])
     assert zero["confident"] is True
     assert one["confident"] is False
-    assert "confident" not in none
+    assert none["confident"] is None
     assert [p["confident"] for p in batch["predictions"]] == [False, False]
     assert [p["warnings"] for p in batch["predictions"]] == [
         ["low_confidence"],

@@ -71,10 +71,9 @@ class TextPrediction(Prediction):
         description="Stable codes of what makes this prediction less reliable, possibly none."
     )
     confident: bool | None = Field(
-        None,
         description=(
             "Whether `score` is at least the min_confidence in effect (the request's, else "
-            "APP_MIN_CONFIDENCE); left out when neither is set."
+            "APP_MIN_CONFIDENCE); null when neither is set."
         ),
     )
 

@@ -106,7 +106,7 @@ class TextPrediction(Prediction):
         description="Stable codes, e.g. 'mostly_unknown_words'; new ones may appear."
     )
     confident: bool | None = Field(
-        None, description="score >= the min_confidence in effect; None when none applies."
+        description="score >= the min_confidence in effect; None when none applies."
     )
 
 
