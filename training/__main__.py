@@ -329,7 +329,7 @@ def run_summary(card: dict[str, Any], out: Path, *, processes: int = 1) -> str:
     return "\n".join(lines)
 
 
-PLOT_FILES = ("learning_curves.png", "confusion_matrix.png", "reliability_diagram.png")
+PLOT_FILES = ("learning_curves.png", "confusion_matrix.png")
 
 
 def _evaluate(args: argparse.Namespace, command: list[str]) -> int:
