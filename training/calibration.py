@@ -117,9 +117,13 @@ def fit_and_apply(
     Any temperature the model already had is replaced: the fit starts from the raw logits.
     """
     dev_ids, dev_targets = dev
+    if not dev_ids:
+        raise DataError("no dev split to fit the temperature on (dev_fraction is 0)")
     temperature = fit_temperature(raw_logits(model, dev_ids), torch.tensor(list(dev_targets)))
     measured: dict[str, Measured] = {}
     for name, (ids, targets) in evaluations.items():
+        if not ids:
+            continue  # an empty test split: nothing to measure
         logits = raw_logits(model, ids)
         measured[name] = Measured(
             list(targets),

@@ -558,7 +558,10 @@ def _calibrate(
     config: TrainConfig,
 ) -> tuple[dict[str, Any], dict[str, Measured]]:
     """Temperature scaling on dev, measured on test and (labels allowing) the handwritten
-    reviews; see `training.calibration`. The argmax, hence every metric above, is unchanged."""
+    reviews; see `training.calibration`. The argmax, hence every metric above, is unchanged.
+    Without a dev split (`dev_fraction = 0`) the scores stay as trained: T = 1."""
+    if not dev.labels:
+        return {"method": "none", "temperature": 1.0, "reason": "no dev split"}, {}
     evaluations = {"test": (test.ids, test.labels)}
     reviews = reviews_for(labels)
     if reviews is not None:

@@ -245,3 +245,15 @@ def test_training_calibrates_and_the_command_recalibrates_in_place(tmp_path: Pat
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".model")]
     for name in ("model.safetensors", "vocab.json"):
         assert files[name] == manifest["files"][name]  # only config, card and plot change
+
+
+def test_without_a_dev_split_training_keeps_temperature_one(tmp_path: Path) -> None:
+    data = write_corpus(tmp_path / "tiny.jsonl", per_label=10)
+    out = tmp_path / "model"
+    card = train_model(tiny_config(data, "rnn", epochs=1, dev_fraction=0.0), out)
+    assert card["calibration"] == {"method": "none", "temperature": 1.0, "reason": "no dev split"}
+    assert load_checkpoint(out).config.temperature == 1.0
+    assert RELIABILITY_PLOT not in json.loads((out / MANIFEST_FILE).read_text())["files"]
+    # The command refuses to calibrate it, leaving it as it was.
+    assert main(["calibrate", "--model", str(out)]) == 2
+    assert load_checkpoint(out).config.temperature == 1.0
