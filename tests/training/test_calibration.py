@@ -176,7 +176,7 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_the_service_answers_with_the_calibrated_probabilities(tmp_path: Path) -> None:
+async def test_every_route_answers_with_the_calibrated_probabilities(tmp_path: Path) -> None:
     from app.core.config import Settings
 
     text = "I love this film, it is great"
@@ -194,11 +194,22 @@ async def test_the_service_answers_with_the_calibrated_probabilities(tmp_path: P
     async with serve_app(settings) as client:
         predicted = (await client.post("/predict", json={"text": text})).json()
         traced = (await client.post("/hidden-states", json={"text": text})).json()
+        explained = (await client.post("/explain", json={"text": text})).json()
+        piece = (await client.post("/stream", json={"text": text})).json()
+        streamed = (
+            await client.post("/stream", json={"state": piece["state"], "final": True})
+        ).json()
     expected = dict(zip(LABELS, torch.softmax(raw / 2, -1).tolist(), strict=True))
     uncalibrated = dict(zip(LABELS, torch.softmax(raw, -1).tolist(), strict=True))
     assert predicted["probabilities"] == pytest.approx(expected, abs=1e-4)
     assert predicted["probabilities"] != pytest.approx(uncalibrated, abs=1e-2)
     assert traced["steps"][-1]["probabilities"] == pytest.approx(expected, abs=1e-3)
+    assert explained["prediction"]["probabilities"] == pytest.approx(expected, abs=1e-4)
+    label = LABELS.index(explained["label"])
+    assert explained["integrated_gradients"]["logit"] == pytest.approx(
+        float(raw[label]) / 2, abs=1e-4
+    )
+    assert streamed["prediction"]["probabilities"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_training_calibrates_and_the_command_recalibrates_in_place(tmp_path: Path) -> None:
