@@ -239,6 +239,7 @@ class Runtime:
         running on them returns (at shutdown), else let it finish on its own (a retired model:
         the event loop must not block on it while it serves the new one)."""
         self.ready = False
+        self.model_metrics.flush()
         self.model_metrics.clear_test_label_shares()
         await self.batcher.stop()
         threads = (self.executor, self.trace_executor, self.long_executor, self.encode_executor)

@@ -3,16 +3,18 @@ signals of every text predicted, checked against the answers that carried them."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.config import Settings
-from app.core.metrics import Metrics, label_shares_from_card
+from app.core.metrics import FLUSH_S, FLUSH_TEXTS, Metrics, _Tally, label_shares_from_card
 from tests.app.conftest import serve_app
 from tests.conftest import LABELS
 from tests.monitoring.conftest import DASHBOARD, RULES, TEST_SPLIT, TRAINED_TOKENS
@@ -232,3 +234,57 @@ def test_the_shipped_model_publishes_its_test_split() -> None:
     split = card["data"]["split"]["test"]
     assert shares == pytest.approx({label: n / sum(split.values()) for label, n in split.items()})
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+async def test_tallied_observations_reach_the_children_within_the_flush_interval() -> None:
+    """Another worker's /metrics reads the children without flushing this worker's tallies:
+    they must get there on their own, within `FLUSH_S`."""
+    metrics = Metrics()
+    model = metrics.for_model("default", LABELS)
+    model.observe_prediction("positive", 0.9, 5, 0.2, True)
+    model.observe_prediction("positive", 0.7, 3, 0.0, False)
+
+    def sample(name: str, **labels: str) -> float | None:
+        value: float | None = metrics.registry.get_sample_value(
+            name, {"model": "default", **labels}
+        )
+        return value
+
+    assert sample("rnn_sentiment_predictions_total", label="positive") == 0  # tallied only
+    await asyncio.sleep(FLUSH_S + 0.3)
+    assert sample("rnn_sentiment_predictions_total", label="positive") == 2
+    assert sample("rnn_sentiment_prediction_confidence_sum") == pytest.approx(1.6)
+    assert sample("rnn_sentiment_text_tokens_bucket", le="4.0") == 1
+    assert sample("rnn_sentiment_truncated_texts_total") == 1
+
+
+async def test_a_full_tally_is_flushed_at_once() -> None:
+    metrics = Metrics()
+    model = metrics.for_model("default", LABELS)
+    for _ in range(FLUSH_TEXTS):
+        model.observe_prediction("negative", 0.5, 2, 0.0, False)
+    got = metrics.registry.get_sample_value(
+        "rnn_sentiment_predictions_total", {"model": "default", "label": "negative"}
+    )
+    assert got == FLUSH_TEXTS
+
+
+def test_tallied_histograms_equal_observed_ones() -> None:
+    """The tally fills the buckets exactly as `Histogram.observe` would, boundaries included."""
+    buckets = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    values = [0.0, 0.05, 0.050001, 0.1, 0.15, 0.2, 0.3, 0.31, 0.5, 0.75, 0.99, 1.0, 1.5, -0.1]
+    tallied_registry, observed_registry = CollectorRegistry(), CollectorRegistry()
+    tallied = Histogram("h", "h", ("m",), buckets=buckets, registry=tallied_registry)
+    observed = Histogram("h", "h", ("m",), buckets=buckets, registry=observed_registry)
+    tally = _Tally(tallied.labels("x"))
+    for value in values:
+        tally.observe(value)
+        observed.labels("x").observe(value)
+    tally.flush()
+
+    def exposed(registry: CollectorRegistry) -> dict[Any, float]:
+        exposition = generate_latest(registry).decode()
+        return {key: v for key, v in samples(exposition).items() if key[0] != "h_created"}
+
+    assert len(exposed(observed_registry)) == len(buckets) + 3  # +Inf, count, sum
+    assert exposed(tallied_registry) == exposed(observed_registry)
