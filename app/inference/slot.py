@@ -40,22 +40,22 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.inference.runtime import ModelIdentity, Runtime
+from app.inference.tasks import TaskSet
 from training.checkpoint import CheckpointError, load_checkpoint
 
 if TYPE_CHECKING:  # built by the factory the app hands in: streaming sits above inference
     from app.streaming.service import StreamService
 
 logger = logging.getLogger("app.inference.slot")
-T = TypeVar("T")
 
 # Set by `app.http.server` in a gunicorn arbiter for its workers: the arbiter's pid.
 ARBITER_PID_ENV = "RNN_SENTIMENT_ARBITER_PID"
@@ -111,8 +111,8 @@ class ModelSlot:
         self._build_streams = build_streams
         self._current: Serving | None = None
         self._lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._retiring = TaskSet("retire")
+        self._background = TaskSet("reload")
         # Reloads read and build checkpoints on this one thread (not the loop's default pool,
         # whose several threads would each keep a malloc arena of freed model memory).
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
@@ -152,22 +152,15 @@ class ModelSlot:
         """Serve the checkpoint now at `APP_MODEL_DIR` (see the module doc); `ReloadError`."""
         # Shielded: a client that hangs up does not leave a half-built model behind. Tracked,
         # so that shutting down cancels it instead of leaving it running.
-        return await asyncio.shield(self._track(self._reload()))
+        return await asyncio.shield(self._background.start(self._reload()))
 
     def reload_in_background(self) -> None:
         """`reload()` without a caller to answer (SIGHUP): the outcome goes to the log."""
-        self._track(self._logged_reload())
-
-    def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(work, name="reload")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        self._background.start(self._logged_reload())
 
     async def stop(self) -> None:
         """Stop the current model and any being retired (at shutdown)."""
-        for task in list(self._background):
-            task.cancel()
+        self._background.cancel()
         await asyncio.gather(*self._background, *self._retiring, return_exceptions=True)
         serving, self._current = self._current, None
         if serving is not None:
@@ -266,11 +259,7 @@ class ModelSlot:
             old = previous.runtime.model
             if old != model:
                 self.metrics.model_info.labels(old.name, old.version).set(0)
-            task = asyncio.get_running_loop().create_task(
-                self._retire(previous.runtime), name="retire"
-            )
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retiring.start(self._retire(previous.runtime))
 
     async def _retire(self, runtime: Runtime) -> None:
         # Requests that started before the swap finish on the model they started with; past

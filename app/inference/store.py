@@ -35,22 +35,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 from app.core.config import MODEL_NAME_PATTERN, MODEL_NAME_RULE, Settings
 from app.core.errors import ApiError, UnavailableError
 from app.core.metrics import Metrics
 from app.inference.runtime import ModelIdentity
 from app.inference.slot import ModelSlot, ReloadError, ReloadOutcome, Serving, StreamsFactory
+from app.inference.tasks import TaskSet
 from training.checkpoint import MANIFEST_FILE, CheckpointError
 
 logger = logging.getLogger("app.inference.store")
 
 Status = Literal["loading", "ready", "failed"]
-T = TypeVar("T")
 
 
 @dataclass
@@ -113,7 +113,7 @@ class ModelStore:
         self._lock = asyncio.Lock()
         # Unloaded by name: a reload of every model does not bring them back; a load does.
         self._unloaded: set[str] = set()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = TaskSet("store")
 
     def _new_entry(self, name: str, directory: Path) -> StoreEntry:
         slot = ModelSlot(
@@ -162,12 +162,7 @@ class ModelStore:
             try:
                 await entry.slot.start()
             except Exception as error:
-                entry.failure = _one_line(error)
-                logger.error(
-                    "model refused, the others serve: %s",
-                    entry.failure,
-                    extra={"model": entry.name, "model_dir": str(entry.directory)},
-                )
+                _refuse(entry, error)
             else:
                 logger.info("model ready", extra={"model": entry.name})
         return serving
@@ -196,13 +191,7 @@ class ModelStore:
                 except ReloadError as error:  # logged with its reason by the slot
                     outcomes[entry.name] = error
                 except Exception as error:
-                    entry.failure = _one_line(error)
-                    outcomes[entry.name] = ReloadError(entry.failure)
-                    logger.error(
-                        "model refused, the others serve: %s",
-                        entry.failure,
-                        extra={"model": entry.name, "model_dir": str(entry.directory)},
-                    )
+                    outcomes[entry.name] = ReloadError(_refuse(entry, error))
             return outcomes
 
     def _add_new_folders(self) -> None:
@@ -217,7 +206,7 @@ class ModelStore:
     def reload_in_background(self) -> None:
         """SIGHUP: reload every model (and load the folders new to the store), outcomes to
         the log."""
-        self._track(self._logged_reload())
+        self._background.start(self._logged_reload())
 
     async def _logged_reload(self) -> None:
         # Each model's outcome is logged where it happens; this catches what nothing expects
@@ -234,7 +223,7 @@ class ModelStore:
         _check_name(name)
         # Shielded: a client that hangs up does not leave a model half loaded. Tracked, so
         # that shutting down cancels it instead.
-        return await asyncio.shield(self._track(self._load(name)))
+        return await asyncio.shield(self._background.start(self._load(name)))
 
     async def _load(self, name: str) -> ModelIdentity:
         async with self._lock:
@@ -314,18 +303,22 @@ class ModelStore:
             logger.info("model unloaded", extra={"model": name})
             return serving.runtime.model if serving is not None else None
 
-    def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(work, name="store")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     async def stop(self) -> None:
-        for task in list(self._background):
-            task.cancel()
+        self._background.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         for entry in reversed(list(self._entries.values())):
             await entry.slot.stop()
+
+
+def _refuse(entry: StoreEntry, error: Exception) -> str:
+    """Mark `entry` failed with `error` on one line, log it; the reason."""
+    entry.failure = _one_line(error)
+    logger.error(
+        "model refused, the others serve: %s",
+        entry.failure,
+        extra={"model": entry.name, "model_dir": str(entry.directory)},
+    )
+    return entry.failure
 
 
 def _check_name(name: str) -> None:
