@@ -9,11 +9,14 @@ median of `--rounds` rounds, before and after alternating round by round:
 1. `predict_body` alone, for one text and for a batch of 64, with and without a
    min_confidence;
 2. labelling a pass's rows (`predict_ids` less the forward pass) for 1 and 64 texts;
-3. the whole app (the checkpoint in `--model`), a small single POST /predict on the fast path
-   driven straight through ASGI (no HTTP client or socket): the same app, its batcher and
-   body builder switched between the two versions round by round.
+3. the whole app (the checkpoint in `--model`), small POST /predict requests on the fast path
+   driven straight through ASGI (no HTTP client or socket), `--concurrency` at a time so the
+   batcher forms batches as under load: the same app switched round by round between the two
+   versions of everything the signals touch (the labelling of a pass's rows, the body, and the
+   per-text metrics: "before" only counts the label, as the service did).
 
     .venv/bin/python bench/signals_cost.py [--model model_store/default] [--requests 2000]
+        [--rounds 7] [--concurrency 32]
 
 It prints figures and asserts nothing: the machine is shared, compare within one run.
 """
@@ -43,8 +46,6 @@ from app.inference.predictor import Predictor  # noqa: E402
 from app.inference.results import PredictionResult, prediction_from  # noqa: E402
 from app.inference.runtime import ModelIdentity  # noqa: E402
 from app.main import create_app  # noqa: E402
-
-TEXT = "The food was great but the service was painfully slow."
 
 
 def body_before(
@@ -178,19 +179,20 @@ def parts(predictor: Predictor, repeat: int, rounds: int) -> None:
     )
 
 
-async def whole_app(model_dir: Path, requests: int, rounds: int) -> None:
+async def whole_app(model_dir: Path, requests: int, rounds: int, concurrency: int) -> None:
     settings = Settings(model_dir=model_dir, access_log=False, log_level="WARNING", gc_freeze=False)
     app = create_app(settings)
-    body = orjson.dumps({"text": TEXT})
-    request: Message = {"type": "http.request", "body": body, "more_body": False}
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-
-    async def receive() -> Message:
-        return request
 
     async def send(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] != 200:
             raise RuntimeError(f"POST /predict answered {message['status']}")
+
+    texts = [
+        line
+        for line in (REPO / "bench" / "sentences.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    bodies = [orjson.dumps({"text": text}) for text in texts]
 
     async with LifespanManager(app) as manager:
         state: dict[str, Any] = manager._state  # what the lifespan handed each request
@@ -198,6 +200,14 @@ async def whole_app(model_dir: Path, requests: int, rounds: int) -> None:
         predictor: Predictor = runtime.predictor
         batcher = runtime.batcher
         after_pass = batcher._run_batch
+        observer = runtime.model_metrics
+        counters = {
+            label: observer._metrics.predictions.labels(observer.model, label)
+            for label in predictor.labels
+        }
+
+        def count_only(label: str, *signals: object) -> None:
+            counters[label].inc()
 
         def before_pass(batch: Sequence[Sequence[int]]) -> list[PredictionResult]:
             return label_before(predictor.labels, predictor._probabilities(batch))
@@ -205,8 +215,17 @@ async def whole_app(model_dir: Path, requests: int, rounds: int) -> None:
         def use(before: bool) -> None:
             batcher._run_batch = before_pass if before else after_pass
             setattr(fast_path, "predict_body", body_before if before else predict_body)  # noqa: B010
+            if before:
+                observer.observe_prediction = count_only
+            else:
+                observer.__dict__.pop("observe_prediction", None)
 
-        async def call() -> None:
+        async def call(body: bytes) -> None:
+            request: Message = {"type": "http.request", "body": body, "more_body": False}
+
+            async def receive() -> Message:
+                return request
+
             scope: Scope = {
                 "type": "http",
                 "asgi": {"version": "3.0"},
@@ -217,27 +236,41 @@ async def whole_app(model_dir: Path, requests: int, rounds: int) -> None:
                 "raw_path": b"/predict",
                 "root_path": "",
                 "query_string": b"",
-                "headers": headers,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
                 "client": ("127.0.0.1", 50000),
                 "server": ("127.0.0.1", 8000),
             }
             await manager.app(scope, receive, send)
 
+        async def load(count: int) -> None:
+            """`count` requests, `concurrency` in flight at a time, cycling through the texts."""
+            for start in range(0, count, concurrency):
+                await asyncio.gather(
+                    *(
+                        call(bodies[i % len(bodies)])
+                        for i in range(start, min(count, start + concurrency))
+                    )
+                )
+
         samples: dict[bool, list[float]] = {True: [], False: []}
         for before in (True, False):  # warm up
             use(before)
-            for _ in range(min(requests, 200)):
-                await call()
+            await load(min(requests, 500))
         for _ in range(rounds):
             for before in (True, False):
                 use(before)
                 started = time.perf_counter()
-                for _ in range(requests):
-                    await call()
+                await load(requests)
                 samples[before].append((time.perf_counter() - started) / requests * 1e6)
         use(False)
     b, a = statistics.median(samples[True]), statistics.median(samples[False])
-    print(f"\n3. The whole app ({model_dir}), a small POST /predict on the fast path, in process")
+    print(
+        f"\n3. The whole app ({model_dir}), POST /predict on the fast path, in process, "
+        f"{concurrency} at a time (µs per request)"
+    )
     print("| before µs | after µs | added µs | added |")
     print("|---:|---:|---:|---:|")
     print(f"| {b:.1f} | {a:.1f} | {a - b:+.1f} | {(a - b) / b:+.1%} |")
@@ -248,11 +281,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO / "model_store" / "default")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight at a time (whole app)"
+    )
     args = parser.parse_args()
     from training.checkpoint import load_checkpoint  # noqa: PLC0415
 
     parts(Predictor(load_checkpoint(args.model)), args.requests * 5, args.rounds)
-    asyncio.run(whole_app(args.model, args.requests, args.rounds))
+    asyncio.run(whole_app(args.model, args.requests, args.rounds, args.concurrency))
 
 
 if __name__ == "__main__":
