@@ -70,6 +70,12 @@ $(VENV)/.chromium: scripts/install-chromium.sh | $(PY)
 	@if scripts/install-chromium.sh; then touch $@; \
 	else echo "warning: no chromium; tests/app/test_explorer_page.py will fail" >&2; fi
 
+# The monitoring tests need Debian's prometheus (promtool, prometheus; see
+# scripts/install-prometheus.sh). Without it those tests fail, saying why.
+$(VENV)/.prometheus: scripts/install-prometheus.sh | $(PY)
+	@if scripts/install-prometheus.sh; then touch $@; \
+	else echo "warning: no prometheus; tests/monitoring/ will fail" >&2; fi
+
 install: $(VENV)/.dev ## Create .venv with everything for development (train, test, lint)
 
 install-runtime: $(VENV)/.runtime ## Create .venv with what serving needs only
@@ -86,7 +92,7 @@ train: $(VENV)/.train ## Train a model into model_store/$(MODEL_NAME) (TRAIN_ARG
 serve: $(VENV)/.runtime ## Run the service on the shipped default model (HOST, PORT, WORKERS)
 	$(PY) -m app
 
-test: $(VENV)/.dev $(VENV)/.chromium ## Lint, type-check and run the whole test suite
+test: $(VENV)/.dev $(VENV)/.chromium $(VENV)/.prometheus ## Lint, type-check and run the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 

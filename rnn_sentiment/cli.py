@@ -3,6 +3,7 @@
     rnn-sentiment serve     the HTTP service (`python -m app`)
     rnn-sentiment train     train a checkpoint (`python -m training train`)
     rnn-sentiment evaluate  score a checkpoint on labelled data (`python -m training evaluate`)
+    rnn-sentiment calibrate calibrate a checkpoint's scores (`python -m training calibrate`)
     rnn-sentiment compare   plain RNN vs LSTM vs GRU (`python -m training compare`)
     rnn-sentiment predict   score a file or stdin offline (`rnn_sentiment.predict`)
     rnn-sentiment client    call a running service (the `rnn_sentiment_client` package)
@@ -73,6 +74,10 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "serve": ("run the HTTP service (the same as python -m app)", _serve),
     "train": ("train a model and write a checkpoint directory", _training("train")),
     "evaluate": ("score a checkpoint on a labelled CSV/JSONL file", _training("evaluate")),
+    "calibrate": (
+        "calibrate a checkpoint's probabilities in place (temperature scaling)",
+        _training("calibrate"),
+    ),
     "compare": ("plain RNN vs LSTM vs GRU on the same data, several seeds", _training("compare")),
     "predict": ("score a file or stdin offline with a checkpoint (JSON lines out)", _predict),
     "client": ("call a running service (predict, stream, tokenize, explain, ...)", _client),

@@ -76,6 +76,11 @@ GROUPS = (
         names=("canary", "shadow"),
     ),
     Group(
+        "Predictions",
+        "What each /predict answer says besides its label (docs/api/predict.md).",
+        names=("min_confidence",),
+    ),
+    Group(
         "Request limits",
         "Each limit has its own 4xx with a machine-readable `details[].type`.",
         names=("body_timeout_s", "body_deadline_s", "header_timeout_s"),

@@ -1,6 +1,6 @@
-"""Command line: `python -m training {train,evaluate,compare} --help`, also offered as
-`rnn-sentiment train|evaluate|compare` (the project's one command, `rnn_sentiment.cli`, which
-runs `main` with its own program name).
+"""Command line: `python -m training {train,evaluate,calibrate,compare} --help`, also offered as
+`rnn-sentiment train|evaluate|calibrate|compare` (the project's one command,
+`rnn_sentiment.cli`, which runs `main` with its own program name).
 
 `train` also runs under `torchrun` (data-parallel over several processes; see
 `training/distributed.py` and `docs/training.md`, "Distributed training").
@@ -36,6 +36,7 @@ Train and evaluate RNN sentiment classifiers.
   train     train a model on the default corpus or your own CSV/JSONL file and write a
             checkpoint directory (weights, config, vocabulary, model card, manifest, plots)
   evaluate  score a checkpoint on any labelled CSV/JSONL file
+  calibrate fit the temperature of an existing checkpoint on its dev split, in place
   compare   plain RNN vs LSTM vs GRU on the same data and budget, several seeds
 """
 
@@ -160,6 +161,11 @@ def add_evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--json", action="store_true", help="print the full metrics as JSON")
 
 
+def add_calibrate_arguments(calibrate: argparse.ArgumentParser) -> None:
+    calibrate.add_argument("--model", type=Path, required=True, help="checkpoint directory")
+    calibrate.add_argument("--json", action="store_true", help="print the calibration as JSON")
+
+
 def add_compare_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--out", type=Path, default=Path("runs/compare"))
     compare.add_argument("--cells", nargs="+", choices=list(CELL_TYPES), default=list(CELL_TYPES))
@@ -194,6 +200,15 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     )
     add_evaluate_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="calibrate a checkpoint's probabilities (temperature scaling)",
+        description="Fit temperature scaling on the checkpoint's own dev split (rebuilt from "
+        "its model card) and rewrite it in place with the temperature, the before/after "
+        "figures in its card, a reliability diagram and a new manifest. Labels do not change.",
+    )
+    add_calibrate_arguments(calibrate)
+    calibrate.set_defaults(run=_calibrate)
     compare = commands.add_parser(
         "compare",
         help="plain RNN vs LSTM vs GRU, several seeds",
@@ -324,6 +339,27 @@ def _evaluate(args: argparse.Namespace, command: list[str]) -> int:
         args.model, args.data, text_field=args.text_field, label_field=args.label_field
     )
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, command: list[str]) -> int:
+    from training.calibration import calibrate_checkpoint  # noqa: PLC0415
+
+    section = calibrate_checkpoint(args.model)
+    if args.json:
+        print(json.dumps(section, indent=2))
+        return 0
+    lines = [f"calibrated {args.model}: temperature {section['temperature']:.4f}"]
+    for name, figures in section.items():
+        if isinstance(figures, dict):
+            lines.append(
+                f"  {name:<20} "
+                + "  ".join(
+                    f"{m} {figures[f'{m}_before']:.4f} -> {figures[f'{m}_after']:.4f}"
+                    for m in ("ece", "nll", "brier")
+                )
+            )
+    print("\n".join(lines))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,3 +47,75 @@ def classification_metrics(
         "per_class": per_class,
         "confusion_matrix": {"labels": list(labels), "rows_true_columns_predicted": confusion},
     }
+
+
+# -- calibration: do the probabilities mean what they say? ------------------------------------
+#
+# `probabilities` are rows of class probabilities (each summing to 1), `y_true` the true class
+# of each row. The three measures answer different questions: ECE how far the top-label
+# confidence is from the accuracy it announces, NLL how much probability the truth gets, Brier
+# the squared distance between the probability vector and the one-hot truth.
+
+
+def expected_calibration_error(
+    probabilities: Sequence[Sequence[float]], y_true: Sequence[int], bins: int = 15
+) -> float:
+    """ECE of the top-label confidence over `bins` equal-width bins of (0, 1].
+
+    Each row goes to the bin of its highest probability (a confidence of exactly k/bins to bin
+    k-1, so 1.0 lands in the last one); ECE is the mean over bins of |accuracy - mean
+    confidence|, weighted by the share of rows in the bin. 0 is perfectly calibrated.
+    """
+    _check_rows(probabilities, y_true)
+    if bins < 1:
+        raise ValueError("bins must be positive")
+    counts = [0] * bins
+    correct = [0] * bins
+    confidence = [0.0] * bins
+    for row, truth in zip(probabilities, y_true, strict=True):
+        top = max(range(len(row)), key=row.__getitem__)
+        score = float(row[top])
+        index = min(bins - 1, max(0, math.ceil(score * bins) - 1))
+        counts[index] += 1
+        correct[index] += int(top == truth)
+        confidence[index] += score
+    total = len(y_true)
+    return sum(abs(correct[b] - confidence[b]) for b in range(bins) if counts[b]) / total
+
+
+def negative_log_likelihood(
+    probabilities: Sequence[Sequence[float]], y_true: Sequence[int]
+) -> float:
+    """Mean -ln p(true class); a probability of 0 counts as the smallest positive float."""
+    _check_rows(probabilities, y_true)
+    return -sum(
+        math.log(max(float(row[truth]), sys.float_info.min))
+        for row, truth in zip(probabilities, y_true, strict=True)
+    ) / len(y_true)
+
+
+def brier_score(probabilities: Sequence[Sequence[float]], y_true: Sequence[int]) -> float:
+    """Mean over rows of sum_k (p_k - [k == truth])^2: 0 is perfect, 2 the worst possible."""
+    _check_rows(probabilities, y_true)
+    return sum(
+        sum((float(p) - (k == truth)) ** 2 for k, p in enumerate(row))
+        for row, truth in zip(probabilities, y_true, strict=True)
+    ) / len(y_true)
+
+
+def calibration_metrics(
+    probabilities: Sequence[Sequence[float]], y_true: Sequence[int]
+) -> dict[str, float]:
+    """ECE (15 bins), NLL and Brier score, rounded for a model card."""
+    return {
+        "ece": round(expected_calibration_error(probabilities, y_true), 5),
+        "nll": round(negative_log_likelihood(probabilities, y_true), 5),
+        "brier": round(brier_score(probabilities, y_true), 5),
+    }
+
+
+def _check_rows(probabilities: Sequence[Sequence[float]], y_true: Sequence[int]) -> None:
+    if len(probabilities) != len(y_true):
+        raise ValueError("probabilities and y_true differ in length")
+    if not y_true:
+        raise ValueError("no rows to measure")

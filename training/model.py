@@ -8,12 +8,17 @@ The recurrence is PyTorch's: `nn.RNN` is the plain `h_t = tanh(W_hh h_{t-1} + W_
 like `y_t = W_hy h_t`; applied to every step (`forward_steps`) it gives the prediction "if
 the text ended here". `step_from` continues a text from the state an earlier piece left, which
 is what streaming (`app/streaming.py`) is built on.
+
+The head divides its logits by the config's `temperature` (1 until calibration fits one, see
+`training/calibration.py`): every path that reads the head (the batch pass, the step trace,
+streaming, explanations) then gives the same calibrated probabilities, with the same argmax.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, NamedTuple, get_args
 
 import torch
@@ -38,6 +43,9 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.3  # on embeddings, between recurrent layers, and before the head
     pad_id: int = 0
+    # Logits are divided by it: fitted after training so scores are calibrated probabilities.
+    # A config written before calibration existed has none and loads with 1 (no change).
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.cell not in _CELLS:
@@ -51,6 +59,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ValueError("pad_id must be a valid vocabulary id")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be positive and finite, got {self.temperature}")
 
     @property
     def num_directions(self) -> int:
@@ -119,6 +129,26 @@ class StepResult(NamedTuple):
     state: RecurrentState
 
 
+class TemperatureHead(nn.Linear):
+    """The linear head over the labels, its logits divided by a temperature.
+
+    Inside the head rather than after it, so every caller of `head` (also outside this module)
+    gets calibrated logits. The temperature is a buffer, not a parameter: the optimiser never
+    sees it, and it follows the module's dtype and device. It is not persistent: it lives in
+    the checkpoint's config, so weight files are the same with or without calibration.
+    """
+
+    temperature: torch.Tensor
+
+    def __init__(self, in_features: int, out_features: int, temperature: float = 1.0) -> None:
+        super().__init__(in_features, out_features)
+        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = super().forward(input) / self.temperature
+        return logits
+
+
 class SentimentRNN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -134,7 +164,15 @@ class SentimentRNN(nn.Module):
             bidirectional=config.bidirectional,
         )
         self.head_dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_size * config.num_directions, config.num_labels)
+        self.head = TemperatureHead(
+            config.hidden_size * config.num_directions, config.num_labels, config.temperature
+        )
+
+    def set_temperature(self, temperature: float) -> None:
+        """Divide the logits by `temperature` from now on; the config records it for saving."""
+        self.config = replace(self.config, temperature=float(temperature))  # validates it
+        with torch.no_grad():
+            self.head.temperature.fill_(self.config.temperature)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> input vectors (B, T, E), with dropout in training mode."""

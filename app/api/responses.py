@@ -18,7 +18,7 @@ from app.api.schemas.hidden_states import LayerStates
 from app.api.schemas.model import Architecture
 from app.inference.explain import QUADRATURE, IntegratedGradients, Occlusion
 from app.inference.predictor import Predictor
-from app.inference.results import LayerStateValues, PredictionResult
+from app.inference.results import LayerStateValues, PredictionResult, warnings_of
 from app.inference.runtime import ModelIdentity
 from training.tokenizer import Token
 
@@ -96,10 +96,18 @@ def occlusion_of(result: Occlusion) -> OcclusionResult:
 
 
 def predict_body(
-    predictions: Sequence[PredictionResult], model: ModelIdentity, *, batch: bool
+    predictions: Sequence[PredictionResult],
+    model: ModelIdentity,
+    *,
+    batch: bool,
+    min_confidence: float | None = None,
 ) -> bytes:
     """POST /predict's answer as JSON: a `PredictResponse` for one text, a
     `BatchPredictResponse` for `texts` (`batch`).
+
+    Each prediction carries its text's signals and warnings, and whether its score reaches
+    `min_confidence` (the request's, else the setting's): `confident`, null when no threshold
+    applies.
 
     The route and the fast path (`app.http.fast_path`) both send these bytes, so their answers
     cannot drift apart. Built from plain dicts with orjson, without a pydantic model: this is
@@ -110,19 +118,25 @@ def predict_body(
     if batch:
         return orjson.dumps(
             {
-                "predictions": [
-                    {"label": p.label, "score": p.score, "probabilities": p.probabilities}
-                    for p in predictions
-                ],
+                "predictions": [_prediction(p, min_confidence) for p in predictions],
                 "model": ref,
             }
         )
     (only,) = predictions
-    return orjson.dumps(
-        {
-            "label": only.label,
-            "score": only.score,
-            "probabilities": only.probabilities,
-            "model": ref,
-        }
-    )
+    body = _prediction(only, min_confidence)
+    body["model"] = ref
+    return orjson.dumps(body)
+
+
+def _prediction(result: PredictionResult, min_confidence: float | None) -> dict[str, object]:
+    """One prediction object of a /predict answer, as a plain dict (see `predict_body`)."""
+    return {
+        "label": result.label,
+        "score": result.score,
+        "probabilities": result.probabilities,
+        "oov_ratio": result.oov_ratio,
+        "token_count": result.token_count,
+        "truncated": result.truncated,
+        "warnings": warnings_of(result, min_confidence),
+        "confident": None if min_confidence is None else result.score >= min_confidence,
+    }

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(2000, ge=1, description="Characters per text.")
     max_tokens: int = Field(256, ge=1, description="Tokens per text (after tokenization).")
     max_texts: int = Field(64, ge=1, description="Texts per /predict request.")
+    min_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description=(
+            "/predict marks each prediction `confident` (score at least this) and warns "
+            "`low_confidence` below it, unless a request sends its own min_confidence. Unset: "
+            "only requests that send one get `confident`."
+        ),
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Request body size; refused before it is read whole."
     )

@@ -103,7 +103,14 @@ class PredictFastPath:
         finally:
             if chosen is not runtime:
                 chosen.in_flight -= 1
-        body = predict_body(predictions, chosen.model, batch=request.text is None)
+        threshold = (  # the request's, else the setting's
+            chosen.settings.min_confidence
+            if request.min_confidence is None
+            else request.min_confidence
+        )
+        body = predict_body(
+            predictions, chosen.model, batch=request.text is None, min_confidence=threshold
+        )
         await send(
             {
                 "type": "http.response.start",

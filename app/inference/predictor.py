@@ -52,7 +52,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 
@@ -101,6 +101,9 @@ class Predictor:
         self.name = checkpoint.name
         self.version = checkpoint.version
         self.vocab = checkpoint.vocab
+        # Longer texts were cut to this many tokens in training (None: the card does not say):
+        # a prediction marks a text over it `truncated`.
+        self.trained_tokens = trained_tokens(checkpoint.card)
         self.num_parameters = sum(p.numel() for p in checkpoint.model.parameters())
         config = checkpoint.config
         if config.cell != "lstm" or config.bidirectional:
@@ -190,12 +193,29 @@ class Predictor:
     # -- prediction ----------------------------------------------------------------------------
 
     def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[PredictionResult]:
-        """One forward pass over encoded texts (each non-empty); results in input order."""
+        """One forward pass over encoded texts (each non-empty); results in input order, each
+        with the signals its ids give (`PredictionResult`)."""
         if not batch:
             return []
         rows = self._probabilities(batch)
         labels = self.labels
-        return [prediction_from(labels, row) for row in rows]
+        unk_id = self.vocab.unk_id
+        limit = self.trained_tokens
+        results: list[PredictionResult] = []
+        for ids, row in zip(batch, rows, strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            count = len(ids)
+            results.append(
+                PredictionResult(
+                    labels[best],
+                    row[best],
+                    dict(zip(labels, row, strict=True)),
+                    count,
+                    ids.count(unk_id) / count,
+                    limit is not None and count > limit,
+                )
+            )
+        return results
 
     def predict(self, texts: Sequence[str]) -> list[PredictionResult]:
         """Convenience for scripts and tests: no limits beyond needing at least one token."""
@@ -360,6 +380,14 @@ def _rounded(tensor: torch.Tensor, decimals: int | None) -> list[list[float]]:
         values = values.double().round(decimals=decimals)
     rows: list[list[float]] = values.tolist()
     return rows
+
+
+def trained_tokens(card: dict[str, Any]) -> int | None:
+    """The `max_tokens` a checkpoint's training cut its texts to, from its model card."""
+    training = card.get("training")
+    config = training.get("config") if isinstance(training, dict) else None
+    value = config.get("max_tokens") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def native_bfloat16() -> bool:

@@ -40,11 +40,22 @@ class EncodedText:
 @dataclass(frozen=True, slots=True)
 class PredictionResult:
     """One text's most probable label, its probability and every label's (the API sends it
-    as its `Prediction`)."""
+    as its `Prediction`), with what the text itself says about how far to trust them.
+
+    The signals are taken from the ids the text was encoded to, in the pass that predicts it
+    (`Predictor.predict_ids`), so they cost no second reading of the text: `token_count` is
+    its number of tokens, `oov_ratio` the share of them the vocabulary does not know, and
+    `truncated` whether it has more tokens than the model's training texts were cut to (the
+    model reads them all, but past that length it reads beyond anything it learnt from).
+    Results made otherwise (a trace's steps, a stream) leave them at their defaults.
+    """
 
     label: str
     score: float
     probabilities: dict[str, float]
+    token_count: int = 0
+    oov_ratio: float = 0.0
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,34 @@ def prediction_from(labels: Sequence[str], row: list[float]) -> PredictionResult
     """The label with the highest probability, its score and every label's probability."""
     best = max(range(len(row)), key=row.__getitem__)
     return PredictionResult(labels[best], row[best], dict(zip(labels, row, strict=True)))
+
+
+# The codes of a prediction's `warnings`, in the order they are listed, each with its rule
+# (docs/api/predict.md documents them; clients may rely on the spelling).
+TRUNCATED = "truncated"  # more tokens than the model's training texts were cut to
+MOSTLY_UNKNOWN_WORDS = "mostly_unknown_words"  # oov_ratio > MOSTLY_UNKNOWN_RATIO
+VERY_SHORT = "very_short"  # token_count <= VERY_SHORT_TOKENS
+LOW_CONFIDENCE = "low_confidence"  # score < the min_confidence in effect
+WARNING_CODES = (TRUNCATED, MOSTLY_UNKNOWN_WORDS, VERY_SHORT, LOW_CONFIDENCE)
+# More than half the tokens unknown: the label rests on fewer words than it ignores.
+MOSTLY_UNKNOWN_RATIO = 0.5
+# One or two tokens carry too little context for a recurrent model's reading of a sentence.
+VERY_SHORT_TOKENS = 2
+
+
+def warnings_of(result: PredictionResult, min_confidence: float | None) -> list[str]:
+    """The warning codes that apply to `result`, in `WARNING_CODES` order; `low_confidence`
+    only when a threshold applies (`min_confidence` not None)."""
+    found: list[str] = []
+    if result.truncated:
+        found.append(TRUNCATED)
+    if result.oov_ratio > MOSTLY_UNKNOWN_RATIO:
+        found.append(MOSTLY_UNKNOWN_WORDS)
+    if result.token_count <= VERY_SHORT_TOKENS:
+        found.append(VERY_SHORT)
+    if min_confidence is not None and result.score < min_confidence:
+        found.append(LOW_CONFIDENCE)
+    return found
 
 
 def check_chars(text: str, max_chars: int) -> None:

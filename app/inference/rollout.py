@@ -11,19 +11,20 @@ no system call; reseeded in every forked worker). Only the routes that answer on
 from one text follow it: /predict, /tokenize, /hidden-states and /explain. A stream never
 does: its state is bound to the model version that began it, so a stream whose calls were
 split between two models would be refused half-way (409); a stream meant for the candidate
-names it. The answer's `model` says which model answered, and `canary_requests_total` counts
-the requests the candidate took. While the candidate is not being served (it failed to load,
-or was removed), the default answers everything.
+names it. The answer's `model` says which model answered, and
+`rnn_sentiment_canary_requests_total` counts the requests the candidate took. While the
+candidate is not being served (it failed to load, or was removed), the default answers
+everything.
 
 `APP_SHADOW=NAME` (`Shadow`): every text of a /predict request the default model answered is
 scored by the candidate too, after the answer has been sent. The caller never waits for it and
 never sees it fail: the candidate's work is a task of its own, and when the candidate's queue
 is full (or the shadow texts already waiting fill a queue's worth) the texts are dropped, not
 queued. `/metrics` then holds, per text, whether the two labels agree
-(`shadow_predictions_total{model, outcome}`: agree, disagree, dropped, failed) and the
-candidate's time per request, from the answer being sent to its own label
-(`shadow_prediction_duration_seconds{model}`). The candidate's work shares the worker's CPU
-with the traffic: a shadow adds the candidate's forward passes to every /predict.
+(`rnn_sentiment_shadow_predictions_total{model, outcome}`: agree, disagree, dropped, failed)
+and the candidate's time per request, from the answer being sent to its own label
+(`rnn_sentiment_shadow_prediction_duration_seconds{model}`). The candidate's work shares the
+worker's CPU with the traffic: a shadow adds the candidate's forward passes to every /predict.
 
 With neither setting, nothing here is built: the request paths check one attribute for None.
 """
@@ -61,13 +62,13 @@ class RolloutMetrics:
     def __init__(self, metrics: Metrics) -> None:
         registry = metrics.registry
         self.canary_requests = Counter(
-            "canary_requests",
+            "rnn_sentiment_canary_requests",
             "Requests naming no model that the canary model answered (APP_CANARY).",
             ("model",),
             registry=registry,
         )
         self.shadow_predictions = Counter(
-            "shadow_predictions",
+            "rnn_sentiment_shadow_predictions",
             "Texts the default model answered on /predict, by what the shadow model "
             "(APP_SHADOW) made of them: agree or disagree (same or other label), dropped "
             "(its queue was full or it was not being served), failed (it raised an error).",
@@ -75,7 +76,7 @@ class RolloutMetrics:
             registry=registry,
         )
         self.shadow_latency = Histogram(
-            "shadow_prediction_duration_seconds",
+            "rnn_sentiment_shadow_prediction_duration_seconds",
             "The shadow model's time per /predict request, from the default's answer being "
             "sent to its own (queue included).",
             ("model",),

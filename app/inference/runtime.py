@@ -31,7 +31,7 @@ import torch
 
 from app.core.config import Settings
 from app.core.errors import InvalidInputError, UnavailableError
-from app.core.metrics import Metrics, ModelMetrics
+from app.core.metrics import Metrics, ModelMetrics, label_shares_from_card
 from app.inference.batching import (
     DeadlineExceededError,
     MicroBatcher,
@@ -111,7 +111,9 @@ class Runtime:
     def __post_init__(self) -> None:
         self.model = ModelIdentity(self.name or self.predictor.name, self.predictor.version)
         self.model_metrics = self.observer or self.metrics.for_model(
-            self.model.name, self.predictor.labels
+            self.model.name,
+            self.predictor.labels,
+            min_confidence=self.settings.min_confidence,
         )
         settings = self.settings
         self.encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
@@ -159,7 +161,11 @@ class Runtime:
             else None
         )
         long_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-pass")
-        observer = metrics.for_model(name or predictor.name, predictor.labels)
+        observer = metrics.for_model(
+            name or predictor.name,
+            predictor.labels,
+            min_confidence=settings.min_confidence,
+        )
         batcher: MicroBatcher[list[int], PredictionResult] = MicroBatcher(
             predictor.predict_ids,
             max_batch_size=settings.max_batch_size,
@@ -215,6 +221,9 @@ class Runtime:
             budget = await loop.run_in_executor(thread, measure)
         self.batcher.budget = budget
         self.ready = True
+        shares = label_shares_from_card(self.predictor.checkpoint.card, self.predictor.labels)
+        if shares is not None:
+            self.model_metrics.set_test_label_shares(shares)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no request holds this runtime (True), or `timeout_s` passed (False)."""
@@ -230,6 +239,8 @@ class Runtime:
         running on them returns (at shutdown), else let it finish on its own (a retired model:
         the event loop must not block on it while it serves the new one)."""
         self.ready = False
+        self.model_metrics.flush()
+        self.model_metrics.clear_test_label_shares()
         await self.batcher.stop()
         threads = (self.executor, self.trace_executor, self.long_executor, self.encode_executor)
         for executor in set(threads):
@@ -266,9 +277,11 @@ class Runtime:
             results = await self.batcher.submit(ids)
         except (OverloadedError, DeadlineExceededError) as error:
             raise self.unavailable(error) from None
-        count = self.model_metrics.count_prediction
+        observe = self.model_metrics.observe_prediction
         for result in results:
-            count(result.label)
+            observe(
+                result.label, result.score, result.token_count, result.oov_ratio, result.truncated
+            )
         return results
 
     async def trace(

@@ -119,7 +119,8 @@ class ModelSlot:
 
     @property
     def is_default(self) -> bool:
-        """Whether this slot serves the default model (`/readyz` and `app_ready` follow it)."""
+        """Whether this slot serves the default model (`/readyz` and `rnn_sentiment_ready`
+        follow it)."""
         return self.name == self.settings.default_model
 
     @property

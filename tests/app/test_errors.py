@@ -182,7 +182,7 @@ PREDICT_BODY = 'send {"text": "..."} or {"texts": ["...", ...]}'
             {"sentence": "hi"},
             ["body", "sentence"],
             "extra_forbidden",
-            f"unknown field: {PREDICT_BODY}; optional: 'model'",
+            f"unknown field: {PREDICT_BODY}; optional: 'model', 'min_confidence'",
             id="unknown-field",
         ),
         pytest.param(

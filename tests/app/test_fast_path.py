@@ -219,8 +219,14 @@ async def test_fast_answers_are_counted_under_the_route(
         await client.post("/predict", json={"text": "word " * 300})
         metrics = (await client.get("/metrics")).text
     assert fast_path_calls == [True, True]
-    assert 'http_requests_total{method="POST",route="/predict",status="200"} 1.0' in metrics
-    assert 'http_requests_total{method="POST",route="/predict",status="422"} 1.0' in metrics
+    assert (
+        'rnn_sentiment_http_requests_total{method="POST",route="/predict",status="200"} 1.0'
+        in metrics
+    )
+    assert (
+        'rnn_sentiment_http_requests_total{method="POST",route="/predict",status="422"} 1.0'
+        in metrics
+    )
 
 
 async def test_a_body_over_the_limit_is_413_on_the_fast_path_too(serve: Callable[..., Any]) -> None:

@@ -126,7 +126,7 @@ async def test_routed_answers_metrics_and_errors_are_compressed_alike(serve: Any
     assert json.loads(gzip.decompress(hidden_raw))["layers"]
     assert error.status_code == 422
     assert json.loads(gzip.decompress(error_raw))["error"]["code"] == "validation_error"
-    assert "http_requests_total" in metrics.text  # httpx decodes it
+    assert "rnn_sentiment_http_requests_total" in metrics.text  # httpx decodes it
     assert head.status_code == 200
     assert "content-encoding" not in head.headers  # HEAD: a body's length, but no body
 

@@ -114,9 +114,15 @@ async def test_unload_stops_serving_a_model_and_keeps_the_rest(store: Path) -> N
     assert back.status_code == 201
     assert served_again.status_code == 200
     assert served_again.json()["model"] == {"name": "tweets", "version": version}
-    assert 'model_operations_total{model="tweets",operation="unload",outcome="done"} 1.0' in metrics
-    assert 'model_operations_total{model="tweets",operation="load",outcome="done"} 1.0' in metrics
-    assert f'model_info{{name="tweets",version="{version}"}} 1.0' in metrics
+    assert (
+        'rnn_sentiment_model_operations_total{model="tweets",operation="unload",outcome="done"} 1.0'
+        in metrics
+    )
+    assert (
+        'rnn_sentiment_model_operations_total{model="tweets",operation="load",outcome="done"} 1.0'
+        in metrics
+    )
+    assert f'rnn_sentiment_model_info{{name="tweets",version="{version}"}} 1.0' in metrics
 
 
 async def test_the_default_model_cannot_be_unloaded(store: Path) -> None:
@@ -158,7 +164,10 @@ async def test_a_bad_checkpoint_added_at_run_time_is_refused_and_the_rest_serve(
     assert listed == ["default", "tweets"]  # nothing half-loaded is left behind
     assert named.status_code == 404
     assert [answer.status_code for answer in others] == [200, 200]
-    assert 'model_operations_total{model="broken",operation="load",outcome="failed"} 1.0' in metrics
+    assert (
+        'rnn_sentiment_model_operations_total{model="broken",operation="load",outcome="failed"} 1.0'
+        in metrics
+    )
 
 
 async def test_a_model_that_failed_at_start_is_loaded_once_repaired(
@@ -351,13 +360,17 @@ async def test_other_models_never_fail_while_models_load_and_unload(store: Path)
     # Each model's requests counted under its own name.
     for model in ("default", "tweets", "reviews"):
         assert re.search(
-            rf'inference_requests_total\{{kind="predict",model="{model}"\}} [1-9]', metrics
+            rf'rnn_sentiment_inference_requests_total\{{kind="predict",model="{model}"\}} [1-9]',
+            metrics,
         )
-        assert re.search(rf'inference_batch_size_count\{{model="{model}"\}} [1-9]', metrics)
+        assert re.search(
+            rf'rnn_sentiment_inference_batch_size_count\{{model="{model}"\}} [1-9]', metrics
+        )
     assert (
-        'model_operations_total{model="reviews",operation="unload",outcome="done"} 3.0' in metrics
+        'rnn_sentiment_model_operations_total{model="reviews",operation="unload",'
+        'outcome="done"} 3.0' in metrics
     )
-    assert 'inference_queue_depth{model="reviews"} 0.0' in metrics
+    assert 'rnn_sentiment_inference_queue_depth{model="reviews"} 0.0' in metrics
 
 
 async def test_a_reload_of_every_model_loads_the_folders_new_to_the_store(store: Path) -> None:

@@ -63,23 +63,41 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert 'http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
-    assert 'http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
-    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
-    assert 'http_requests_total{method="GET",route="/static/{path}",status="404"} 1.0' in text
-    assert 'http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
-    assert 'http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}' in text
-    assert 'inference_batch_size_bucket{le="4.0",model="default"} 1.0' in text
-    assert 'inference_batch_duration_seconds_count{model="default"} 1.0' in text
-    assert 'inference_queue_depth{model="default"} 0.0' in text
-    assert 'inference_requests_total{kind="predict",model="default"} 1.0' in text
+    assert (
+        'rnn_sentiment_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    )
+    assert (
+        'rnn_sentiment_http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    )
+    assert (
+        'rnn_sentiment_http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0'
+        in text
+    )
+    assert (
+        'rnn_sentiment_http_requests_total{method="GET",route="/static/{path}",status="404"} 1.0'
+        in text
+    )
+    assert (
+        'rnn_sentiment_http_requests_total{method="GET",route="/openapi.json",status="200"} 1.0'
+        in text
+    )
+    assert (
+        'rnn_sentiment_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}'
+        in text
+    )
+    assert 'rnn_sentiment_inference_batch_size_bucket{le="4.0",model="default"} 1.0' in text
+    assert 'rnn_sentiment_inference_batch_duration_seconds_count{model="default"} 1.0' in text
+    assert 'rnn_sentiment_inference_queue_depth{model="default"} 0.0' in text
+    assert 'rnn_sentiment_inference_requests_total{kind="predict",model="default"} 1.0' in text
     predicted = re.findall(
-        r'inference_predictions_total\{label="\w+",model="default"\} (\S+)', text
+        r'rnn_sentiment_predictions_total\{label="\w+",model="default"\} (\S+)', text
     )
     assert sum(float(count) for count in predicted) == 3  # the three texts of the batch
-    assert re.search(r'model_info\{name="default",version="[0-9a-f]{12}"\} 1\.0', text)
-    assert "app_ready 1.0" in text
-    assert "process_resident_memory_bytes" in text
+    assert re.search(
+        r'rnn_sentiment_model_info\{name="default",version="[0-9a-f]{12}"\} 1\.0', text
+    )
+    assert "rnn_sentiment_ready 1.0" in text
+    assert "rnn_sentiment_process_resident_memory_bytes" in text
 
 
 async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:

@@ -111,10 +111,14 @@ async def test_reload_serves_the_new_checkpoint_and_says_what_changed(
         assert set(traced.json()["layers"][0]["gates"]) == {"reset", "update"}
 
         metrics = (await client.get("/metrics")).text
-        assert 'model_reloads_total{model="default",outcome="reloaded"} 1.0' in metrics
-        assert 'model_reloads_total{model="default",outcome="unchanged"} 1.0' in metrics
-        assert f'model_info{{name="default",version="{gru}"}} 1.0' in metrics
-        assert f'model_info{{name="default",version="{lstm}"}} 0.0' in metrics
+        assert (
+            'rnn_sentiment_model_reloads_total{model="default",outcome="reloaded"} 1.0' in metrics
+        )
+        assert (
+            'rnn_sentiment_model_reloads_total{model="default",outcome="unchanged"} 1.0' in metrics
+        )
+        assert f'rnn_sentiment_model_info{{name="default",version="{gru}"}} 1.0' in metrics
+        assert f'rnn_sentiment_model_info{{name="default",version="{lstm}"}} 0.0' in metrics
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "missing file", "not a checkpoint"])
@@ -151,7 +155,7 @@ async def test_a_bad_checkpoint_is_refused_and_the_old_model_keeps_serving(
         assert answer.json()["model"]["version"] == lstm
         assert (await client.get("/readyz")).status_code == 200
         assert (
-            'model_reloads_total{model="default",outcome="failed"} 1.0'
+            'rnn_sentiment_model_reloads_total{model="default",outcome="failed"} 1.0'
             in (await client.get("/metrics")).text
         )
 

@@ -58,7 +58,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def shadow_counts(text: str, model: str) -> dict[str, float]:
     return {
-        outcome: metric(text, "shadow_predictions_total", model=model, outcome=outcome)
+        outcome: metric(
+            text, "rnn_sentiment_shadow_predictions_total", model=model, outcome=outcome
+        )
         for outcome in ("agree", "disagree", "dropped", "failed")
     }
 
@@ -93,7 +95,7 @@ async def test_a_canary_answers_its_fraction_of_the_default_traffic(
     assert set(names) == {"default", "other"}
     # Binomial(400, 0.25): mean 100, standard deviation 8.7; this band is 4.6 of them wide.
     assert 60 <= canaried <= 140
-    assert metric(exposition, "canary_requests_total", model="other") == canaried
+    assert metric(exposition, "rnn_sentiment_canary_requests_total", model="other") == canaried
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
@@ -138,7 +140,9 @@ async def test_a_refused_request_is_not_counted_as_the_canary_s(
         ]
         exposition = (await client.get("/metrics")).text
     assert statuses.count(429) == 3
-    assert metric(exposition, "canary_requests_total", model="other") == statuses.count(200)
+    assert metric(
+        exposition, "rnn_sentiment_canary_requests_total", model="other"
+    ) == statuses.count(200)
 
 
 async def test_a_canary_that_is_not_served_leaves_the_default_answering(
@@ -184,7 +188,7 @@ async def test_a_shadow_of_the_same_checkpoint_always_agrees(store: Path, fast_p
         exposition = (await client.get("/metrics")).text
     assert counts == {"agree": 2 * len(TEXTS), "disagree": 0, "dropped": 0, "failed": 0}
     assert (
-        metric(exposition, "shadow_prediction_duration_seconds_count", model="twin")
+        metric(exposition, "rnn_sentiment_shadow_prediction_duration_seconds_count", model="twin")
         == len(TEXTS) + 1
     )
 
@@ -250,8 +254,13 @@ async def test_a_slow_shadow_never_delays_the_caller(
         exposition = (await client.get("/metrics")).text
     assert counts["agree"] == 4
     slow = {"model": "slow"}
-    assert metric(exposition, "shadow_prediction_duration_seconds_count", **slow) == 4
-    assert metric(exposition, "shadow_prediction_duration_seconds_bucket", le="0.5", **slow) == 0
+    assert metric(exposition, "rnn_sentiment_shadow_prediction_duration_seconds_count", **slow) == 4
+    assert (
+        metric(
+            exposition, "rnn_sentiment_shadow_prediction_duration_seconds_bucket", le="0.5", **slow
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
@@ -300,8 +309,8 @@ async def test_canary_and_shadow_cost_nothing_unset(store: Path) -> None:
     async with serve_app(settings(store)) as client:
         await client.post("/predict", json={"text": TEXTS[0]})
         exposition = (await client.get("/metrics")).text
-    assert "canary_requests" not in exposition
-    assert "shadow_predictions" not in exposition
+    assert "rnn_sentiment_canary_requests" not in exposition
+    assert "rnn_sentiment_shadow_predictions" not in exposition
 
 
 # --- settings ---------------------------------------------------------------------------------

@@ -162,7 +162,9 @@ def test_several_workers_share_the_socket_and_the_metrics(
     line = next(
         line
         for line in metrics.splitlines()
-        if line.startswith('http_requests_total{method="POST",route="/predict",status="200"}')
+        if line.startswith(
+            'rnn_sentiment_http_requests_total{method="POST",route="/predict",status="200"}'
+        )
     )
     assert float(line.rsplit(" ", 1)[1]) == 20  # counted across both workers
 

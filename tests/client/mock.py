@@ -14,6 +14,11 @@ OK: dict[str, Any] = {
     "label": "positive",
     "score": 0.9,
     "probabilities": {"negative": 0.05, "neutral": 0.05, "positive": 0.9},
+    "oov_ratio": 0.0,
+    "token_count": 3,
+    "truncated": False,
+    "warnings": [],
+    "confident": None,
     "model": {"name": "m", "version": "v"},
 }
 

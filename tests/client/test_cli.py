@@ -48,6 +48,21 @@ def test_predict_reads_stdin_lines_in_one_batch(
     ]
 
 
+def test_predict_sends_min_confidence_only_when_given(
+    answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    confident = {**OK, "confident": True}
+    seen = answers(httpx.Response(200, json=confident), httpx.Response(200, json=OK))
+    assert main(["--json", "predict", "--min-confidence", "0.8", "nice"]) == 0
+    assert main(["predict", "nice"]) == 0
+    assert [json.loads(request.content) for request in seen] == [
+        {"text": "nice", "min_confidence": 0.8},
+        {"text": "nice"},
+    ]
+    first = capsys.readouterr().out.splitlines()[0]
+    assert json.loads(first)["confident"] is True
+
+
 def test_an_error_response_is_one_line_and_its_details(
     answers: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,13 +22,15 @@ from rnn_sentiment_client import (
 from tests.client.mock import FAST_RETRY, OK, error, mock_client, scripted
 
 PREDICTION = {key: OK[key] for key in ("label", "score", "probabilities")}
+# A /predict prediction: the prediction and its text's signals.
+SIGNALLED = {key: value for key, value in OK.items() if key != "model"}
 
 
 def answer_for(path: str, model: str) -> dict[str, Any]:
     """A valid success body for `path`, saying `model` answered."""
     ref = {"name": model, "version": f"v-{model}"}
     bodies: dict[str, dict[str, Any]] = {
-        "/predict": {**PREDICTION, "model": ref},
+        "/predict": {**SIGNALLED, "model": ref},
         "/hidden-states": {
             "tokens": [],
             "hidden_size": 12,
@@ -65,7 +67,7 @@ def echo(seen: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response
         seen.append(body)
         if request.url.path == "/predict" and "texts" in body:
             model = answer_for("/predict", body.get("model", "default"))["model"]
-            return httpx.Response(200, json={"predictions": [PREDICTION], "model": model})
+            return httpx.Response(200, json={"predictions": [SIGNALLED], "model": model})
         return httpx.Response(200, json=answer_for(request.url.path, body.get("model", "default")))
 
     return handle

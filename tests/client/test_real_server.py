@@ -141,7 +141,17 @@ def test_cli_against_a_real_server(server: str) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0
     assert [line["text"] for line in lines] == ["good food", "bad service"]
-    assert set(lines[0]) == {"text", "label", "score", "probabilities"}
+    assert set(lines[0]) == {
+        "text",
+        "label",
+        "score",
+        "probabilities",
+        "oov_ratio",
+        "token_count",
+        "truncated",
+        "warnings",
+        "confident",
+    }
     code, out, _ = run_cli(server, "stream", "--chunk-size", "10", TEXT)
     assert code == 0
     assert out.splitlines()[-1].startswith("final")

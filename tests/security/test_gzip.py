@@ -136,7 +136,7 @@ def test_metrics_and_errors_stay_correct_when_compressed(server: Server) -> None
         metrics = response.read()
         assert response.status == 200
         assert response.headers["Content-Encoding"] == "gzip"
-        assert b"http_requests_total" in gzip.decompress(metrics)
+        assert b"rnn_sentiment_http_requests_total" in gzip.decompress(metrics)
     finally:
         connection.close()
     status, headers, body = post(

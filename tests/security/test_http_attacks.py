@@ -39,7 +39,9 @@ def raw_request(server: Server, method: str, path: str, headers: dict[str, str])
 
 def route_series(server: Server) -> set[str]:
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    series = set(re.findall(r"^(http_requests_total\{.*\}) ", text, flags=re.MULTILINE))
+    series = set(
+        re.findall(r"^(rnn_sentiment_http_requests_total\{.*\}) ", text, flags=re.MULTILINE)
+    )
     assert series, text[:500]
     return series
 
@@ -198,7 +200,7 @@ def test_metrics_can_be_kept_private(start_server: StartServer) -> None:
         )
     assert (anonymous.status_code, with_api_key.status_code, scraper.status_code) == (401, 401, 200)
     assert anonymous.json()["error"]["code"] == "unauthorized"
-    assert "http_requests_total" in scraper.text
+    assert "rnn_sentiment_http_requests_total" in scraper.text
     assert metrics_key_elsewhere.status_code == 401
     open_by_default = start_server()
     assert httpx.get(f"{open_by_default.base_url}/metrics", timeout=10).status_code == 200

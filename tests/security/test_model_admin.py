@@ -165,16 +165,25 @@ def test_models_come_and_go_while_the_others_serve_without_a_failure(
     assert traffic.answered["default"] > 20
     assert traffic.answered["tweets"] > 20
     metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    assert 'model_operations_total{model="reviews",operation="load",outcome="done"} 4.0' in metrics
     assert (
-        'model_operations_total{model="reviews",operation="unload",outcome="done"} 4.0' in metrics
+        'rnn_sentiment_model_operations_total{model="reviews",operation="load",outcome="done"} 4.0'
+        in metrics
+    )
+    assert (
+        'rnn_sentiment_model_operations_total{model="reviews",operation="unload",'
+        'outcome="done"} 4.0' in metrics
     )
     for model in ("default", "tweets", "reviews"):
         assert re.search(
-            rf'inference_requests_total\{{kind="predict",model="{model}"\}} \d', metrics
+            rf'rnn_sentiment_inference_requests_total\{{kind="predict",model="{model}"\}} \d',
+            metrics,
         )
-        assert re.search(rf'inference_batch_size_count\{{model="{model}"\}} \d', metrics)
-    assert re.search(r'model_info\{name="reviews",version="[0-9a-f]{12}"\} 0\.0', metrics)
+        assert re.search(
+            rf'rnn_sentiment_inference_batch_size_count\{{model="{model}"\}} \d', metrics
+        )
+    assert re.search(
+        r'rnn_sentiment_model_info\{name="reviews",version="[0-9a-f]{12}"\} 0\.0', metrics
+    )
 
 
 def test_a_bad_checkpoint_added_at_run_time_is_refused_and_the_rest_serve(

@@ -73,7 +73,7 @@ def shadow_counts(client: httpx.Client, model: str, total: int) -> dict[str, flo
         counts = {
             outcome: _sample(
                 exposition,
-                rf'shadow_predictions_total\{{model="{model}",outcome="{outcome}"\}}',
+                rf'rnn_sentiment_shadow_predictions_total\{{model="{model}",outcome="{outcome}"\}}',
             )
             for outcome in ("agree", "disagree", "dropped", "failed")
         }
@@ -105,12 +105,12 @@ def test_a_canary_and_an_agreeing_shadow(store: Path, tmp_path: Path) -> None:
     canaried = sum(answer["model"]["name"] == "other" for answer in answers)
     assert canaried + by_default == 400
     assert 60 <= canaried <= 140  # Binomial(400, 0.25): 100 give or take 4.6 deviations
-    assert _sample(exposition, r'canary_requests_total\{model="other"\}') == canaried
+    assert _sample(exposition, r'rnn_sentiment_canary_requests_total\{model="other"\}') == canaried
     assert {answer["model"]["name"] for answer in named} == {"default"}
     assert {stream["model"]["name"] for stream in streams} == {"default"}
     # Every text the default answered, named or not, and only those, agrees with its twin.
     assert counts == {"agree": total, "disagree": 0, "dropped": 0, "failed": 0}
-    latency = r'shadow_prediction_duration_seconds_count\{model="twin"\}'
+    latency = r'rnn_sentiment_shadow_prediction_duration_seconds_count\{model="twin"\}'
     assert _sample(exposition, latency) == total
 
 

@@ -35,7 +35,14 @@ async def predict(
     texts, field = ([body.text], "text") if body.text is not None else (body.texts or [], "texts")
     with serving_for(request, runtime, body.model) as serving:
         predictions = await serving.runtime.predict(texts, field=field)
-        answer = predict_body(predictions, serving.runtime.model, batch=body.text is None)
+        threshold = (  # the request's, else the setting's
+            serving.runtime.settings.min_confidence
+            if body.min_confidence is None
+            else body.min_confidence
+        )
+        answer = predict_body(
+            predictions, serving.runtime.model, batch=body.text is None, min_confidence=threshold
+        )
     shadow: Shadow | None = getattr(request.app.state, "shadow", None)
     if shadow is not None and serving.runtime is runtime:  # the default answered
         # Run by Starlette once the body is sent: it starts the shadow's task and returns.

@@ -44,6 +44,10 @@ PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
             ]
         },
     },
+    "threshold": {
+        "summary": "One text, confident only at 0.8 or above",
+        "value": {"text": "It arrived on Tuesday.", "min_confidence": 0.8},
+    },
 }
 
 HIDDEN_STATES_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -129,9 +133,20 @@ STREAM_EXAMPLES: dict[str, dict[str, Any]] = {
 # ---------------------------------------------------------------------------------------------
 # Responses
 
-PREDICT_RESPONSE: dict[str, Any] = {**PREDICTION, "model": MODEL}
+# A /predict prediction: the prediction, its text's signals and, with a min_confidence, whether
+# its score reaches it.
+TEXT_PREDICTION: dict[str, Any] = {
+    **PREDICTION,
+    "oov_ratio": 0.0,
+    "token_count": 11,
+    "truncated": False,
+    "warnings": [],
+    "confident": True,
+}
 
-BATCH_PREDICT_RESPONSE: dict[str, Any] = {"predictions": [PREDICTION], "model": MODEL}
+PREDICT_RESPONSE: dict[str, Any] = {**TEXT_PREDICTION, "model": MODEL}
+
+BATCH_PREDICT_RESPONSE: dict[str, Any] = {"predictions": [TEXT_PREDICTION], "model": MODEL}
 
 TOKENIZE_RESPONSE: dict[str, Any] = {
     "tokens": [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -33,6 +33,16 @@ class PredictRequest(BaseModel):
     text: Text | None = None
     texts: Texts | None = Field(None, description="Texts, answered in order.")
     model: ModelName | None = None
+    min_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description=(
+            "Mark each prediction `confident`: whether its `score` is at least this; omitted: "
+            "the APP_MIN_CONFIDENCE setting, and without one `confident` is left out."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:
@@ -43,7 +53,32 @@ class PredictRequest(BaseModel):
         return self
 
 
-class PredictResponse(Prediction):
+# The codes of `warnings` (app.inference.results.WARNING_CODES; docs/api/predict.md has the rules).
+WarningCode = Literal["truncated", "mostly_unknown_words", "very_short", "low_confidence"]
+
+
+class TextPrediction(Prediction):
+    """A /predict prediction, with what its text says about how far to trust it."""
+
+    oov_ratio: float = Field(
+        description="Share of the text's tokens the vocabulary does not know (0 to 1)."
+    )
+    token_count: int = Field(description="Tokens the model read.")
+    truncated: bool = Field(
+        description="The text has more tokens than the model's training texts were cut to."
+    )
+    warnings: list[WarningCode] = Field(
+        description="Stable codes of what makes this prediction less reliable, possibly none."
+    )
+    confident: bool | None = Field(
+        description=(
+            "Whether `score` is at least the min_confidence in effect (the request's, else "
+            "APP_MIN_CONFIDENCE); null when neither is set."
+        ),
+    )
+
+
+class PredictResponse(TextPrediction):
     """The prediction for one text."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [examples.PREDICT_RESPONSE]})
@@ -56,5 +91,5 @@ class BatchPredictResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [examples.BATCH_PREDICT_RESPONSE]})
 
-    predictions: list[Prediction]
+    predictions: list[TextPrediction]
     model: ModelRef

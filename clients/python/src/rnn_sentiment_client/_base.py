@@ -69,10 +69,12 @@ class Base:
         return model.model_validate_json(response.content)
 
     @staticmethod
-    def _predict_body(text: str | Sequence[str], model: str | None) -> dict[str, Any]:
+    def _predict_body(
+        text: str | Sequence[str], model: str | None, min_confidence: float | None = None
+    ) -> dict[str, Any]:
         if isinstance(text, str):
-            return PredictRequest.body(text=text, model=model)
-        return PredictRequest.body(texts=list(text), model=model)
+            return PredictRequest.body(text=text, model=model, min_confidence=min_confidence)
+        return PredictRequest.body(texts=list(text), model=model, min_confidence=min_confidence)
 
     @staticmethod
     def _hidden_states_body(

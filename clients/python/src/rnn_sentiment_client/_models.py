@@ -96,7 +96,21 @@ class ErrorResponse(_Response):
 # Responses, by route
 
 
-class PredictResponse(Prediction):
+class TextPrediction(Prediction):
+    """A /predict prediction with its text's signals (see the service's /predict docs)."""
+
+    oov_ratio: float = Field(description="Share of the tokens the vocabulary does not know.")
+    token_count: int
+    truncated: bool = Field(description="More tokens than the model's training texts had.")
+    warnings: list[str] = Field(
+        description="Stable codes, e.g. 'mostly_unknown_words'; new ones may appear."
+    )
+    confident: bool | None = Field(
+        description="score >= the min_confidence in effect; None when none applies."
+    )
+
+
+class PredictResponse(TextPrediction):
     """POST /predict with one `text`."""
 
     model: ModelRef
@@ -105,7 +119,7 @@ class PredictResponse(Prediction):
 class BatchPredictResponse(_Response):
     """POST /predict with `texts`: one prediction each, in order."""
 
-    predictions: list[Prediction]
+    predictions: list[TextPrediction]
     model: ModelRef
 
 
@@ -301,6 +315,9 @@ class PredictRequest(_Request):
     text: str | None = None
     texts: list[str] | None = None
     model: str | None = Field(None, description="Which model answers; None: the default.")
+    min_confidence: float | None = Field(
+        None, description="Threshold for `confident`; None: the service's setting."
+    )
 
 
 class HiddenStatesRequest(_Request):

@@ -67,10 +67,11 @@ def _predict(args: argparse.Namespace, client: SentimentClient, out: TextIO, std
         texts = _stdin_texts(stdin)
     for batch in _batches(texts, args.batch_size):
         # One text goes alone, so an error about it names `text`, not `texts.0`.
+        threshold = args.min_confidence
         predictions: Sequence[Prediction] = (
-            [client.predict(batch[0], model=args.model)]
+            [client.predict(batch[0], model=args.model, min_confidence=threshold)]
             if len(batch) == 1
-            else client.predict(batch, model=args.model).predictions
+            else client.predict(batch, model=args.model, min_confidence=threshold).predictions
         )
         for text, prediction in zip(batch, predictions, strict=True):
             if args.json:
@@ -234,6 +235,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts; none or '-': read stdin lines")
     predict.add_argument(
         "--batch-size", type=int, default=32, help="texts per request (default %(default)s)"
+    )
+    predict.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="mark each prediction confident when its score is at least P (0 to 1; --json "
+        "shows it; default: the service's setting)",
     )
     stream = commands.add_parser("stream", help="send a text in pieces, print every update")
     stream.add_argument("text", nargs="?", help="the text; none or '-': read stdin")

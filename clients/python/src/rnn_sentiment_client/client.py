@@ -76,16 +76,30 @@ class SentimentClient(Base):
     # A str is also a Sequence[str]; this first overload is the one that applies to it.
     @overload
     def predict(  # type: ignore[overload-overlap]
-        self, text: str, *, model: str | None = None
+        self, text: str, *, model: str | None = None, min_confidence: float | None = None
     ) -> PredictResponse: ...
     @overload
-    def predict(self, text: Sequence[str], *, model: str | None = None) -> BatchPredictResponse: ...
     def predict(
-        self, text: str | Sequence[str], *, model: str | None = None
+        self,
+        text: Sequence[str],
+        *,
+        model: str | None = None,
+        min_confidence: float | None = None,
+    ) -> BatchPredictResponse: ...
+    def predict(
+        self,
+        text: str | Sequence[str],
+        *,
+        model: str | None = None,
+        min_confidence: float | None = None,
     ) -> PredictResponse | BatchPredictResponse:
         """The sentiment of one text, or of a list of texts (answered in order), by the model
-        named `model` (None: the service's default)."""
-        response = self._send("POST", "/predict", self._predict_body(text, model))
+        named `model` (None: the service's default).
+
+        `min_confidence` marks each prediction `confident` when its score reaches it (None: the
+        service's APP_MIN_CONFIDENCE, if set)."""
+        body = self._predict_body(text, model, min_confidence)
+        response = self._send("POST", "/predict", body)
         if isinstance(text, str):
             return self._parse(response, PredictResponse)
         return self._parse(response, BatchPredictResponse)
