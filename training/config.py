@@ -57,9 +57,17 @@ class TrainConfig:
     lr_decay: float = 0.5  # multiply the learning rate by this after an epoch with no gain
     class_weighting: ClassWeighting = "none"  # keep the corpus prior (see the recipe)
     use_example_weights: bool = True  # scale each example's loss by its weight (confidence)
-    seed: int = 13
+    seed: int = 13  # initialisation, batch order, and the split unless split_seed is set
+    split_seed: int | None = None  # the train/dev/test split's own seed: vary `seed` over one split
     threads: int = 1  # one thread: the same checkpoint bit for bit on any machine
     baseline: bool = True  # also fit TF-IDF + logistic regression on the split, for the card
+
+    # Distillation (training/teacher.py): learn from a teacher's logits as well as the labels
+    # "none"; "default": the shipped teacher's logits (training/teacher_logits), which are for the
+    # default corpus and its split only; or a directory `python -m training teacher` wrote
+    teacher: str = "none"
+    distill_weight: float = 0.5  # share of the loss that is the teacher's, the rest the labels'
+    distill_temperature: float = 2.0  # both distributions softened by it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,3 +84,18 @@ class TrainConfig:
         with path.open("rb") as handle:
             values = tomllib.load(handle)
         return (base or cls()).override(values)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How the teacher is fine-tuned (the data and split come from a `TrainConfig`)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # of all steps, then linear decay to zero
+    max_pieces: int = 64  # WordPiece tokens per text, [CLS] and [SEP] included
+    dropout: float = 0.1
+    seed: int = 13
+    threads: int = 2

@@ -12,6 +12,7 @@ processes and reduce the results; without one they run as a single process, unch
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import platform
@@ -36,6 +37,7 @@ from training.config import TrainConfig
 from training.corpora import load_default_corpus
 from training.data import (
     Corpus,
+    DataError,
     Example,
     Split,
     load_file,
@@ -48,16 +50,19 @@ from training.tokenizer import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # ids, lengths, y, weight
+# ids, lengths, labels, weights, and the teacher's logits when distilling (else None)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 @dataclass
 class Encoded:
-    """A split turned into token ids, label indices and loss weights."""
+    """A split turned into token ids, label indices and loss weights, and the teacher's
+    logits for each text when the student learns from one (`training.teacher`)."""
 
     ids: list[list[int]]
     labels: list[int]
     weights: list[float]
+    teacher: list[list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,7 +90,7 @@ def split_examples(examples: Sequence[Example], config: TrainConfig) -> Split:
     """The train/dev/test split a config makes; seeded, so evaluation can rebuild it later."""
     return stratified_split(
         examples,
-        seed=config.seed,
+        seed=config.split_seed if config.split_seed is not None else config.seed,
         dev_fraction=config.dev_fraction,
         test_fraction=config.test_fraction,
     )
@@ -162,6 +167,7 @@ def make_batches(data: Encoded, batch_size: int, rng: random.Random | None) -> I
             lengths,
             torch.tensor([data.labels[i] for i in chunk]),
             torch.tensor([data.weights[i] for i in chunk]),
+            None if data.teacher is None else torch.tensor([data.teacher[i] for i in chunk]),
         )
 
 
@@ -172,6 +178,18 @@ def weighted_loss(
     total = per_class[targets] * weights  # (B,)
     losses = nn.functional.cross_entropy(logits, targets, reduction="none")  # (B,)
     return (losses * total).sum() / total.sum()
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL divergence from the teacher's softened distribution to the student's, both at
+    `temperature`, times temperature² (so its gradients keep their scale as the temperature
+    changes), weighted by example like the label loss."""
+    student = nn.functional.log_softmax(logits / temperature, dim=-1)
+    target = nn.functional.log_softmax(teacher / temperature, dim=-1)
+    divergence = nn.functional.kl_div(student, target, reduction="none", log_target=True)
+    return (divergence.sum(dim=-1) * weights).sum() / weights.sum() * temperature**2
 
 
 def drop_tokens(ids: torch.Tensor, rate: float, unk_id: int, pad_id: int) -> torch.Tensor:
@@ -193,20 +211,28 @@ def train_one_epoch(
     token_dropout: float = 0.0,
     *,
     network: nn.Module | None = None,
+    distill_weight: float = 0.0,
+    distill_temperature: float = 1.0,
 ) -> float:
     """One pass over `batches`; returns the mean training loss per example.
 
     `network` is what the batches go through, `model` wrapped in DistributedDataParallel when
-    training on several processes (its backward pass averages the gradients across them)."""
+    training on several processes (its backward pass averages the gradients across them).
+    Batches that carry the teacher's logits mix the two losses: `distill_weight` of the
+    distillation loss, the rest of the label loss."""
     forward = network if network is not None else model
     forward.train()
     device = per_class.device
     running, seen = 0.0, 0
-    for batch_ids, lengths, batch_targets, batch_weights in batches:
+    for batch_ids, lengths, batch_targets, batch_weights, batch_teacher in batches:
         ids = drop_tokens(batch_ids, token_dropout, Vocabulary.unk_id, model.config.pad_id)
         ids, targets, weights = ids.to(device), batch_targets.to(device), batch_weights.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = weighted_loss(forward(ids, lengths), targets, weights, per_class)
+        logits = forward(ids, lengths)
+        loss = weighted_loss(logits, targets, weights, per_class)
+        if batch_teacher is not None and distill_weight > 0.0:
+            soft = distillation_loss(logits, batch_teacher.to(device), weights, distill_temperature)
+            loss = (1.0 - distill_weight) * loss + distill_weight * soft
         loss.backward()  # type: ignore[no-untyped-call]
         # Backpropagation through time multiplies one Jacobian per step: gradients can
         # explode (or vanish) over long texts. Clipping the norm bounds each update, so one
@@ -254,6 +280,7 @@ def subset(data: Encoded, indices: Sequence[int]) -> Encoded:
         [data.ids[i] for i in indices],
         [data.labels[i] for i in indices],
         [data.weights[i] for i in indices],
+        None if data.teacher is None else [data.teacher[i] for i in indices],
     )
 
 
@@ -317,6 +344,8 @@ def fit(
             progress,
             config.token_dropout,
             network=network,
+            distill_weight=config.distill_weight if train.teacher is not None else 0.0,
+            distill_temperature=config.distill_temperature,
         )
         if dist.enabled:
             examples = float(sum(len(batch[2]) for batch in batches))
@@ -384,7 +413,7 @@ def _mean_weighted_loss(
         data = subset(data, dist.indices(len(data)))
     device = per_class.device
     total, weight = 0.0, 0.0
-    for ids, lengths, batch_targets, batch_weights in make_batches(data, 512, None):
+    for ids, lengths, batch_targets, batch_weights, _ in make_batches(data, 512, None):
         targets, weights = batch_targets.to(device), batch_weights.to(device)
         example_weight = per_class[targets] * weights
         logits = model(ids.to(device), lengths)
@@ -472,6 +501,7 @@ def train_model(
         encode(part, vocab, label_index, config.max_tokens, config.use_example_weights)
         for part in (split.train, split.dev)
     )
+    distillation = _distillation(config, split, labels, train_data)
     history = fit(model.to(dist.device), train_data, dev_data, labels, config, rng, dist)
     model.cpu()
     checkpoint.round_half_precision(model)
@@ -485,6 +515,7 @@ def train_model(
         "dev": evaluate_encoded(model, dev_data, labels, dist),
         "test": evaluate_encoded(model, test_plain, labels, dist),
     }
+    metrics.update(out_of_domain_metrics(model, vocab, labels))
     if config.baseline and dist.is_main:
         from training.baseline import tfidf_logistic_regression  # noqa: PLC0415
 
@@ -508,7 +539,7 @@ def train_model(
             "sha256": corpus.sha256,
             "preparation": corpus.report,
             "split": split.sizes(),
-            "split_seed": config.seed,
+            "split_seed": config.split_seed if config.split_seed is not None else config.seed,
         },
         "vocabulary": {
             "size": len(vocab),
@@ -534,6 +565,7 @@ def train_model(
         },
         "metrics": metrics,
         "calibration": calibration,
+        "distillation": distillation,
         "library_versions": library_versions(),
     }
     if extra_card:
@@ -547,6 +579,30 @@ def train_model(
         )
     dist.barrier()  # no rank returns before the checkpoint exists
     return card
+
+
+def _distillation(
+    config: TrainConfig, split: Split, labels: Sequence[str], train: Encoded
+) -> dict[str, Any] | None:
+    """Attach the teacher's logits to `train` when the config names a teacher; what the model
+    card records about them (None without a teacher). DataError when they do not fit."""
+    if config.teacher == "none":
+        return None
+    if config.teacher == "default" and config.data != "default":
+        log.info("no teacher: the shipped teacher's logits are for the default corpus only")
+        return None
+    if not 0.0 <= config.distill_weight <= 1.0:
+        raise DataError(f"distill_weight must be between 0 and 1, got {config.distill_weight}")
+    if not (math.isfinite(config.distill_temperature) and config.distill_temperature > 0):
+        raise DataError(f"distill_temperature must be positive, got {config.distill_temperature}")
+    from training.teacher import teacher_targets  # noqa: PLC0415
+
+    directory = DEFAULT_TEACHER if config.teacher == "default" else Path(config.teacher)
+    try:
+        train.teacher, summary = teacher_targets(directory, split.train, labels)
+    except ValueError as error:
+        raise DataError(str(error)) from error
+    return {**summary, "weight": config.distill_weight, "temperature": config.distill_temperature}
 
 
 def _calibrate(
@@ -575,6 +631,57 @@ def _calibrate(
         )
         evaluations[REVIEWS_KEY] = (encoded.ids, encoded.labels)
     return fit_and_apply(model, (dev.ids, dev.labels), evaluations)
+
+
+# Hand-written sets of text unlike the tweets (training/eval_data/README.md): reported in the
+# model card of every model whose labels they use, never used to choose anything.
+EVAL_DATA = Path(__file__).resolve().parent / "eval_data"
+OUT_OF_DOMAIN_SETS = ("reviews_handwritten", "ood_handwritten")
+# The shipped teacher's logits for the default corpus's training split (training/teacher.py).
+DEFAULT_TEACHER = Path(__file__).resolve().parent / "teacher_logits"
+
+
+def out_of_domain_metrics(
+    model: SentimentRNN, vocab: Vocabulary, labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Metrics on each hand-written set whose labels are the model's (none for other labels),
+    with accuracy per domain where the set records one."""
+    found: dict[str, dict[str, Any]] = {}
+    label_index = {label: index for index, label in enumerate(labels)}
+    for name in OUT_OF_DOMAIN_SETS:
+        path = EVAL_DATA / f"{name}.jsonl"
+        if not path.is_file():
+            continue
+        examples = load_file(path).examples
+        if {e.label for e in examples} != set(labels):
+            continue
+        data = encode(examples, vocab, label_index, max_tokens=10_000, use_weights=False)
+        guesses = predict_indices(model, data)
+        result = classification_metrics(data.labels, guesses, labels)
+        domains = _domains(path)
+        if domains:
+            right: Counter[str] = Counter()
+            seen: Counter[str] = Counter()
+            for example, truth, guess in zip(examples, data.labels, guesses, strict=True):
+                domain = domains.get(example.text, "unknown")
+                seen[domain] += 1
+                right[domain] += int(truth == guess)
+            result["accuracy_by_domain"] = {
+                domain: round(right[domain] / seen[domain], 4) for domain in sorted(seen)
+            }
+        found[name] = result
+    return found
+
+
+def _domains(path: Path) -> dict[str, str]:
+    """text -> domain for a JSONL set whose lines carry a `domain` (else empty)."""
+    found: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if isinstance(record.get("domain"), str):
+                found[record["text"]] = record["domain"]
+    return found
 
 
 def tokenize_all(examples: Sequence[Example]) -> Iterator[str]:
