@@ -38,11 +38,19 @@ REVIEWS = Path(__file__).resolve().parent / "eval_data" / "reviews_handwritten.j
 REVIEWS_KEY = "reviews_handwritten"
 
 
+# The temperatures a fit may return (see `fit_temperature`).
+MIN_TEMPERATURE = 0.05
+MAX_TEMPERATURE = 20.0
+_LOG_MIN, _LOG_MAX = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
+
+
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
     """The T > 0 minimising the mean NLL of softmax(logits / T) for `targets`.
 
     Optimised over log T (so T stays positive) with L-BFGS in float64: the loss is smooth and
-    one-dimensional, so a few dozen steps reach the minimum.
+    one-dimensional, so a few dozen steps reach the minimum. T is kept within
+    [`MIN_TEMPERATURE`, `MAX_TEMPERATURE`]: when the dev split is perfectly separated (a tiny
+    one can be) the loss only falls as T shrinks, and has no minimum to find.
     """
     if logits.ndim != 2 or logits.size(0) != targets.numel() or logits.size(0) == 0:
         raise ValueError("need logits (N, C) and N targets, N > 0")
@@ -53,12 +61,13 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int =
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
+        bounded = log_t.clamp(_LOG_MIN, _LOG_MAX)
+        loss = torch.nn.functional.cross_entropy(logits / bounded.exp(), targets)
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]
-    temperature = float(log_t.detach().exp())
+    temperature = float(log_t.detach().clamp(_LOG_MIN, _LOG_MAX).exp())
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature fitting diverged ({temperature})")
     return temperature

@@ -68,6 +68,7 @@ class TrainConfig:
     teacher: str = "none"
     distill_weight: float = 0.5  # share of the loss that is the teacher's, the rest the labels'
     distill_temperature: float = 2.0  # both distributions softened by it
+    augment: int = 0  # variants per training text learnt from the teacher alone (its copies max)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,12 +91,13 @@ class TrainConfig:
 class TeacherConfig:
     """How the teacher is fine-tuned (the data and split come from a `TrainConfig`)."""
 
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1  # of all steps, then linear decay to zero
     max_pieces: int = 64  # WordPiece tokens per text, [CLS] and [SEP] included
     dropout: float = 0.1
-    seed: int = 13
+    seed: int = 13  # also the seed of the text variants (training.augment)
     threads: int = 2
+    augment_copies: int = 2  # variants of each training text the teacher also labels

