@@ -68,11 +68,8 @@ def serving_for(request: Request, runtime: Runtime, name: str | None) -> Iterato
     else:
         store = request.state.store
         serving = store.serving(name)
-    serving.runtime.in_flight += 1
-    try:
+    with serving.runtime.held():
         yield serving
-    finally:
-        serving.runtime.in_flight -= 1
 
 
 def _route_path(request: Request) -> str | None:

@@ -162,9 +162,9 @@ class Shadow:
         self, runtime: Runtime, texts: list[str], labels: list[str], started: float
     ) -> None:
         # Counted in flight like a request: a reload of the candidate waits for its answer.
-        runtime.in_flight += 1
         try:
-            results = await runtime.predict(texts, field="texts")
+            with runtime.held():
+                results = await runtime.predict(texts, field="texts")
         except UnavailableError:  # its queue filled meanwhile, or its deadline passed
             self._counts["dropped"].inc(len(texts))
             return
@@ -181,7 +181,6 @@ class Shadow:
                 )
             return
         finally:
-            runtime.in_flight -= 1
             self._pending -= len(texts)
         self._latency.observe(time.perf_counter() - started)
         agree = sum(result.label == label for result, label in zip(results, labels, strict=True))

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -102,7 +103,9 @@ class Runtime:
     observer: ModelMetrics | None = None
     model: ModelIdentity = field(init=False)
     model_metrics: ModelMetrics = field(init=False)
-    # Requests that took this runtime and have not finished (counted by the request middleware).
+    # Requests that took this runtime and have not finished: counted by `held`, and by hand on
+    # the hot paths (the request middleware, the /predict fast path), where a context manager
+    # would be a measurable share of a request.
     in_flight: int = field(default=0, init=False)
     # Large requests' tokenizing (module doc); the thread starts with the first such request.
     encode_executor: ThreadPoolExecutor = field(init=False)
@@ -224,6 +227,16 @@ class Runtime:
         shares = label_shares_from_card(self.predictor.checkpoint.card, self.predictor.labels)
         if shares is not None:
             self.model_metrics.set_test_label_shares(shares)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Count one request in flight on this runtime while the block runs, so that a reload
+        or unload of its model waits for it (`drain`)."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no request holds this runtime (True), or `timeout_s` passed (False)."""

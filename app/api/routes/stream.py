@@ -186,11 +186,8 @@ async def _converse(websocket: WebSocket, runtime: Runtime, settings: Settings, 
         # Each message is answered by the model served when it arrives (after a reload, a
         # state from the previous model is refused like any foreign state: 409 in the answer).
         runtime, streams = _serving(websocket, runtime, streams)
-        runtime.in_flight += 1
-        try:
+        with runtime.held():
             answer = await _answer(websocket, payload, runtime, streams)
-        finally:
-            runtime.in_flight -= 1
         if answer is None:
             return
         await websocket.send_text(answer)
@@ -264,11 +261,8 @@ async def _answer(
                 error.details,
             )
             return None
-        serving.runtime.in_flight += 1
-        try:
+        with serving.runtime.held():
             return await _advance(websocket, body, serving.runtime, serving.streams)
-        finally:
-            serving.runtime.in_flight -= 1
     return await _advance(websocket, body, runtime, streams)
 
 
