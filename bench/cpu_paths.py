@@ -129,7 +129,7 @@ def test_split_metrics(
     except Exception as error:  # the corpus package is optional here
         print(f"test metrics skipped: {error}", file=sys.stderr)
         return None
-    config = TrainConfig().override(loaded.card.get("training", {}).get("config", {}))
+    config = TrainConfig.from_card(loaded.card.get("training", {}).get("config", {}))
     examples = stratified_split(
         corpus.examples,
         seed=config.seed,

@@ -73,8 +73,8 @@ _HELP = {
     "lr_decay": "learning-rate factor after an epoch without dev gain (1 disables)",
     "class_weighting": "loss weight per class: balanced, sqrt or none",
     "use_example_weights": "scale each example's loss by its weight",
-    "seed": "seed for initialisation and batch order, and for the split unless --split-seed",
-    "split_seed": "seed for the train/dev/test split alone (compare seeds on one split)",
+    "seed": "seed for initialisation and batch order",
+    "split_seed": "seed for the train/dev/test split alone, so seeds compare on one split",
     "threads": "torch CPU threads",
     "baseline": "also fit TF-IDF + logistic regression on the same split (reported in the card)",
     "teacher": "also learn from a teacher's logits: none, default (the shipped ones, for the "
@@ -84,15 +84,29 @@ _HELP = {
 }
 
 
+# The options that decide a run's data and split: what a teacher must share with its students.
+_SPLIT_OPTIONS = (
+    "data",
+    "text_field",
+    "label_field",
+    "weight_field",
+    "dev_fraction",
+    "test_fraction",
+    "seed",
+    "split_seed",
+)
 # Options whose default is None, by the type their value takes.
 _OPTIONAL_TYPES: dict[str, type] = {"split_seed": int}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """A flag for every TrainConfig field (or the fields in `only`)."""
     defaults = TrainConfig()
     # The annotations are strings (postponed evaluation): resolved, a Literal lists its choices.
     hints = get_type_hints(TrainConfig)
     for field in fields(TrainConfig):
+        if only is not None and field.name not in only:
+            continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         help_text = f"{_HELP.get(field.name, '')} (default: {default})"
@@ -180,6 +194,7 @@ def add_teacher_arguments(teacher: argparse.ArgumentParser) -> None:
         type=Path,
         help="TOML file of training options: the data and split the student will use",
     )
+    _add_config_flags(teacher, only=_SPLIT_OPTIONS)
     defaults = TeacherConfig()
     for field in fields(TeacherConfig):
         teacher.add_argument(
@@ -417,7 +432,7 @@ def _teacher(args: argparse.Namespace, command: list[str]) -> int:
     out: Path = args.out
     if os.path.lexists(out) and not args.force:
         raise UsageError(f"--out {out} already exists: pass --force to replace it")
-    config = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
+    config = _resolve_config(args)
     teacher = TeacherConfig(
         **{field.name: getattr(args, "teacher_" + field.name) for field in fields(TeacherConfig)}
     )

@@ -182,7 +182,7 @@ def calibrate_checkpoint(model_dir: Path) -> dict[str, Any]:
     recorded = loaded.card.get("training", {}).get("config")
     if not isinstance(recorded, dict):
         raise DataError(f"{model_dir}: the model card records no training config to split by")
-    config = TrainConfig().override(recorded)
+    config = TrainConfig.from_card(recorded)
     corpus = load_corpus(config)
     expected = loaded.card.get("data", {}).get("sha256")
     if expected not in (None, corpus.sha256):

@@ -58,17 +58,17 @@ class TrainConfig:
     class_weighting: ClassWeighting = "none"  # keep the corpus prior (see the recipe)
     use_example_weights: bool = True  # scale each example's loss by its weight (confidence)
     seed: int = 13  # initialisation, batch order, and the split unless split_seed is set
-    split_seed: int | None = None  # the train/dev/test split's own seed: vary `seed` over one split
+    split_seed: int | None = 13  # the split's own seed (None: `seed`): vary `seed` over one split
     threads: int = 1  # one thread: the same checkpoint bit for bit on any machine
     baseline: bool = True  # also fit TF-IDF + logistic regression on the split, for the card
 
     # Distillation (training/teacher.py): learn from a teacher's logits as well as the labels
     # "none"; "default": the shipped teacher's logits (training/teacher_logits), which are for the
     # default corpus and its split only; or a directory `python -m training teacher` wrote
-    teacher: str = "none"
+    teacher: str = "default"
     distill_weight: float = 0.5  # share of the loss that is the teacher's, the rest the labels'
     distill_temperature: float = 2.0  # both distributions softened by it
-    augment: int = 0  # variants per training text learnt from the teacher alone (its copies max)
+    augment: int = 2  # variants per training text learnt from the teacher alone (its copies max)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,10 +81,21 @@ class TrainConfig:
         return replace(self, **values)
 
     @classmethod
+    def from_card(cls, recorded: dict[str, Any]) -> TrainConfig:
+        """The config a model card recorded. An option the card predates takes the value that
+        meant what the run did then, not today's default: no split seed of its own (the split
+        followed `seed`), no teacher, no variants."""
+        return cls().override({**_BEFORE_RECORDED, **recorded})
+
+    @classmethod
     def from_toml(cls, path: Path, base: TrainConfig | None = None) -> TrainConfig:
         with path.open("rb") as handle:
             values = tomllib.load(handle)
         return (base or cls()).override(values)
+
+
+# Options added after checkpoints were first written, with the behaviour those had.
+_BEFORE_RECORDED: dict[str, Any] = {"split_seed": None, "teacher": "none", "augment": 0}
 
 
 @dataclass(frozen=True)

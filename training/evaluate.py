@@ -27,7 +27,7 @@ def evaluate_checkpoint(
         recorded = loaded.card.get("data", {})
         if recorded.get("sha256") not in (None, corpus.sha256):
             raise DataError(f"{corpus.source}: differs from the corpus this model was split from")
-        config = TrainConfig().override(loaded.card.get("training", {}).get("config", {}))
+        config = TrainConfig.from_card(loaded.card.get("training", {}).get("config", {}))
         examples = split_examples(corpus.examples, config).test
         source = f"{corpus.source} (test split)"
     else:

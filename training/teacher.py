@@ -287,7 +287,11 @@ def run_teacher(
         "labels": list(labels),
         "data": {"source": corpus.source, "sha256": corpus.sha256, "split": split.sizes()},
         "split_config": {
-            "seed": train_config.seed,
+            "split_seed": (
+                train_config.split_seed
+                if train_config.split_seed is not None
+                else train_config.seed
+            ),
             "dev_fraction": train_config.dev_fraction,
             "test_fraction": train_config.test_fraction,
         },

@@ -188,8 +188,17 @@ def test_split_seed_keeps_the_split_while_the_seed_changes(tmp_path: Path) -> No
     base = tiny_config(data, "rnn", split_seed=13)
     same = split_examples(examples, base.override({"seed": 1}))
     assert same == split_examples(examples, base.override({"seed": 2}))
-    assert same == split_examples(examples, tiny_config(data, "rnn", seed=13))
-    assert same != split_examples(examples, tiny_config(data, "rnn", seed=1))
+    assert same == split_examples(examples, tiny_config(data, "rnn", seed=13, split_seed=None))
+    assert same != split_examples(examples, tiny_config(data, "rnn", seed=1, split_seed=None))
+
+
+def test_a_card_from_before_split_seeds_rebuilds_its_own_split() -> None:
+    recorded = {"seed": 1, "data": "default"}  # what a card written before split_seed holds
+    config = TrainConfig.from_card(recorded)
+    assert config.split_seed is None
+    assert config.teacher == "none"
+    assert config.augment == 0
+    assert TrainConfig.from_card({**recorded, "split_seed": 13}).split_seed == 13
 
 
 def test_the_teacher_command_fine_tunes_and_a_student_learns_from_it(
@@ -229,3 +238,39 @@ def test_the_teacher_command_fine_tunes_and_a_student_learns_from_it(
     assert student["distillation"]["teacher_metrics"]["test"] == {
         key: card["metrics"]["test"][key] for key in ("accuracy", "macro_f1")
     }
+
+
+def test_every_card_reports_the_hand_written_sets(tmp_path: Path) -> None:
+    """Reported for any model with their labels, per domain for the larger set."""
+    data = write_corpus(tmp_path / "tiny.jsonl")
+    card = train_model(tiny_config(data, "rnn", epochs=1), tmp_path / "m")
+    reviews, ood = card["metrics"]["reviews_handwritten"], card["metrics"]["ood_handwritten"]
+    assert reviews["examples"] == 60
+    assert ood["examples"] == 360
+    assert sorted(ood["accuracy_by_domain"]) == [
+        "app_review",
+        "movie_comment",
+        "news_comment",
+        "product_review",
+        "restaurant_hotel",
+        "social_post",
+        "support_ticket",
+        "workplace_email",
+    ]
+    right = sum(ood["confusion_matrix"]["rows_true_columns_predicted"][i][i] for i in range(3))
+    by_domain = sum(round(45 * share) for share in ood["accuracy_by_domain"].values())
+    assert by_domain == right  # 45 sentences per domain
+
+
+def test_a_model_with_other_labels_reports_no_hand_written_sets(tmp_path: Path) -> None:
+    path = tmp_path / "two.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"review": f"{word} thing number {i}", "stars": label}) + "\n"
+            for i in range(20)
+            for word, label in (("good", "up"), ("bad", "down"))
+        )
+    )
+    card = train_model(tiny_config(path, "rnn", epochs=1), tmp_path / "m")
+    assert "ood_handwritten" not in card["metrics"]
+    assert "reviews_handwritten" not in card["metrics"]
