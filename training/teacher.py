@@ -59,7 +59,11 @@ class TeacherClassifier(nn.Module):
     def __init__(self, directory: Path, num_labels: int, dropout: float) -> None:
         super().__init__()
         from transformers import BertModel  # noqa: PLC0415
+        from transformers.utils import logging as transformers_logging  # noqa: PLC0415
 
+        # Its notice that the checkpoint's pooler goes unused is expected: the mean of the
+        # token states is the sentence embedding here, as all-MiniLM-L6-v2 was trained.
+        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         self.encoder = BertModel.from_pretrained(
             str(directory), local_files_only=True, add_pooling_layer=False
         )
