@@ -315,6 +315,16 @@ def run_teacher(
     return card
 
 
+def _shown(path: Path) -> str:
+    """`path` as a model card shows it: relative to the project for the shipped files (a card
+    must not carry the build machine's directories), else as given."""
+    project = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(project))
+    except ValueError:
+        return str(path)
+
+
 def teacher_targets(
     directory: Path, examples: Sequence[Example], labels: Sequence[str], augment: int = 0
 ) -> tuple[list[list[float]], list[Example], list[list[float]], dict[str, Any]]:
@@ -356,7 +366,7 @@ def teacher_targets(
 
     summary = {
         "teacher": card.get("teacher"),
-        "logits_file": str(logits_path),
+        "logits_file": _shown(logits_path),
         "logits_sha256": digest,
         "rebuild_command": card.get("command"),
         "teacher_metrics": {

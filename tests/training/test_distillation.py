@@ -82,6 +82,7 @@ def test_a_student_follows_its_teacher(tmp_path: Path) -> None:
     assert predicted_positive == sum(sum(row) for row in confusion)
     distillation = card["distillation"]
     assert distillation["logits_sha256"] == sha256_file(teacher / LOGITS_FILE)
+    assert distillation["logits_file"] == str(teacher / LOGITS_FILE)  # outside the project
     assert distillation["weight"] == 1.0
     assert distillation["rebuild_command"][:4] == ["python", "-m", "training", "teacher"]
 
