@@ -57,7 +57,7 @@ class TrainConfig:
     lr_decay: float = 0.5  # multiply the learning rate by this after an epoch with no gain
     class_weighting: ClassWeighting = "none"  # keep the corpus prior (see the recipe)
     use_example_weights: bool = True  # scale each example's loss by its weight (confidence)
-    seed: int = 13  # initialisation, batch order, and the split unless split_seed is set
+    seed: int = 2  # initialisation and batch order (and the split when split_seed is None)
     split_seed: int | None = 13  # the split's own seed (None: `seed`): vary `seed` over one split
     threads: int = 1  # one thread: the same checkpoint bit for bit on any machine
     baseline: bool = True  # also fit TF-IDF + logistic regression on the split, for the card

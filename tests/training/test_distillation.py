@@ -27,6 +27,12 @@ from training.train import distillation_loss, split_examples, train_model
 LABELS = ["negative", "neutral", "positive"]
 
 
+def student(data: Path, cell: str, **changes: object) -> TrainConfig:
+    """The tiny corpus's config, learning from a teacher without text variants (the test
+    teachers below label the training texts only)."""
+    return tiny_config(data, cell, augment=0).override(dict(changes))
+
+
 def write_teacher(directory: Path, config: TrainConfig, logits_for: dict[str, list[float]]) -> Path:
     """A teacher directory whose logits give every training text of `config`'s split the row
     of its label in `logits_for` (as `run_teacher` writes one, without fine-tuning)."""
@@ -70,7 +76,7 @@ def test_a_student_follows_its_teacher(tmp_path: Path) -> None:
     """A teacher that calls every text positive, at full weight, makes a student that does too:
     the logits are really what it learns from (the labels alone give ~1.0 accuracy here)."""
     data = write_corpus(tmp_path / "tiny.jsonl")
-    config = tiny_config(data, "lstm", epochs=6, patience=6)
+    config = student(data, "lstm", epochs=6, patience=6)
     teacher = write_teacher(
         tmp_path / "teacher", config, {label: [-4.0, -4.0, 4.0] for label in LABELS}
     )
@@ -89,7 +95,7 @@ def test_a_student_follows_its_teacher(tmp_path: Path) -> None:
 
 def test_a_teacher_that_agrees_with_the_labels_keeps_the_student_right(tmp_path: Path) -> None:
     data = write_corpus(tmp_path / "tiny.jsonl")
-    config = tiny_config(data, "gru")
+    config = student(data, "gru")
     rows = {"negative": [3.0, 0.0, -3.0], "neutral": [0.0, 3.0, 0.0], "positive": [-3.0, 0.0, 3.0]}
     teacher = write_teacher(tmp_path / "teacher", config, rows)
     card = train_model(config.override({"teacher": str(teacher)}), tmp_path / "m")
@@ -114,9 +120,9 @@ def test_a_teacher_from_another_split_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = write_corpus(tmp_path / "tiny.jsonl")
-    config = tiny_config(data, "rnn", epochs=1)
+    config = student(data, "rnn", epochs=1)
     rows = {label: [0.0, 0.0, 0.0] for label in LABELS}
-    teacher = write_teacher(tmp_path / "teacher", config.override({"seed": 99}), rows)
+    teacher = write_teacher(tmp_path / "teacher", config.override({"split_seed": 99}), rows)
     with pytest.raises(DataError, match="no teacher logits for"):
         train_model(config.override({"teacher": str(teacher)}), tmp_path / "m")
     # the command line says it in one line, exit 2
@@ -138,6 +144,8 @@ def test_a_teacher_from_another_split_is_refused(
             "--no-baseline",
             "--teacher",
             str(teacher),
+            "--augment",
+            "0",
             "--out",
             str(tmp_path / "cli"),
         ]
@@ -148,7 +156,7 @@ def test_a_teacher_from_another_split_is_refused(
 
 def test_an_altered_logits_file_is_refused(tmp_path: Path) -> None:
     data = write_corpus(tmp_path / "tiny.jsonl")
-    config = tiny_config(data, "rnn", epochs=1)
+    config = student(data, "rnn", epochs=1)
     teacher = write_teacher(
         tmp_path / "teacher", config, {label: [1.0, 0.0, 0.0] for label in LABELS}
     )
@@ -169,7 +177,7 @@ def test_a_directory_that_is_not_a_teacher_is_refused(tmp_path: Path) -> None:
 )
 def test_bad_distillation_settings_are_refused(tmp_path: Path, field: str, value: float) -> None:
     data = write_corpus(tmp_path / "tiny.jsonl")
-    config = tiny_config(data, "rnn", epochs=1)
+    config = student(data, "rnn", epochs=1)
     teacher = write_teacher(
         tmp_path / "teacher", config, {label: [1.0, 0.0, 0.0] for label in LABELS}
     )
