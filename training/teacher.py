@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.augment import variants
+from training.checkpoint import sha256_file
 from training.config import TeacherConfig, TrainConfig
 from training.data import Example
 from training.metrics import classification_metrics
@@ -210,14 +211,6 @@ def fit_teacher(
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, encoder, history
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_logits(
