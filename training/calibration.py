@@ -28,14 +28,14 @@ import torch
 
 from training import checkpoint
 from training.config import TrainConfig
-from training.data import DataError, load_file
+from training.data import EVAL_DATA, DataError, load_file
 from training.metrics import calibration_metrics
 from training.model import SentimentRNN, pad_ids
 
 METHOD = "temperature_scaling"
 RELIABILITY_PLOT = "reliability_diagram.png"
-REVIEWS = Path(__file__).resolve().parent / "eval_data" / "reviews_handwritten.jsonl"
 REVIEWS_KEY = "reviews_handwritten"
+REVIEWS = EVAL_DATA / f"{REVIEWS_KEY}.jsonl"
 
 
 # The temperatures a fit may return (see `fit_temperature`).

@@ -41,6 +41,10 @@ from typing import Literal
 
 FileFormat = Literal["csv", "jsonl"]
 
+# Hand-written labelled sets of text unlike the tweets (eval_data/README.md), shipped with the
+# package: reported for models whose labels they use, never trained or tuned on.
+EVAL_DATA = Path(__file__).resolve().parent / "eval_data"
+
 _SUFFIX_FORMATS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 

@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from training.checkpoint import sha256_file
 from training.config import TeacherConfig, TrainConfig
 from training.data import Example
 from training.metrics import classification_metrics
+from training.train import length_batches, load_corpus, order_labels, split_examples
 
 log = logging.getLogger(__name__)
 
@@ -97,23 +98,6 @@ class PieceEncoder:
         return ids, mask
 
 
-def _batches(
-    examples: Sequence[Example], size: int, rng: random.Random | None
-) -> Iterator[list[int]]:
-    """Index batches of similar length (less padding), shuffled when `rng` is given."""
-    order = list(range(len(examples)))
-    if rng is not None:
-        rng.shuffle(order)
-    window = size * 50
-    chunks: list[list[int]] = []
-    for start in range(0, len(order), window):
-        block = sorted(order[start : start + window], key=lambda i: len(examples[i].text))
-        chunks.extend(block[i : i + size] for i in range(0, len(block), size))
-    if rng is not None:
-        rng.shuffle(chunks)
-    yield from chunks
-
-
 @torch.inference_mode()
 def teacher_logits(
     model: TeacherClassifier,
@@ -125,7 +109,7 @@ def teacher_logits(
     """The teacher's logits for every example, in order."""
     model.eval()
     rows: list[list[float]] = [[] for _ in examples]
-    batches = list(_batches(examples, batch_size, None))
+    batches = length_batches([len(e.text) for e in examples], batch_size, None)
     for chunk in tqdm(batches, desc=desc, unit="batch"):
         ids, mask = encoder([examples[i].text for i in chunk])
         for index, row in zip(chunk, model(ids, mask).tolist(), strict=True):
@@ -179,7 +163,7 @@ def fit_teacher(
         model.train()
         running, seen = 0.0, 0
         bar = tqdm(
-            list(_batches(train, config.batch_size, rng)),
+            length_batches([len(e.text) for e in train], config.batch_size, rng),
             desc=f"teacher epoch {epoch}/{config.epochs}",
             unit="batch",
         )
@@ -254,7 +238,6 @@ def run_teacher(
 ) -> dict[str, Any]:
     """Fine-tune the teacher on `train_config`'s split and write its logits and card to `out`."""
     from training.embeddings import model_directory  # noqa: PLC0415
-    from training.train import load_corpus, order_labels, split_examples  # noqa: PLC0415
 
     started = time.perf_counter()
     corpus = load_corpus(train_config)

@@ -36,6 +36,7 @@ from training.calibration import plot_files as calibration_plots
 from training.config import TrainConfig
 from training.corpora import load_default_corpus
 from training.data import (
+    EVAL_DATA,
     Corpus,
     DataError,
     Example,
@@ -151,20 +152,28 @@ def class_weights(labels: Sequence[int], num_labels: int, scheme: str) -> torch.
     return balanced.sqrt() if scheme == "sqrt" else balanced
 
 
-def make_batches(data: Encoded, batch_size: int, rng: random.Random | None) -> Iterator[Batch]:
-    """Batches of similar length (less padding), in random order when `rng` is given."""
-    order = list(range(len(data)))
+def length_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random | None
+) -> list[list[int]]:
+    """Index batches of items of similar length (less padding), in random order when `rng` is
+    given (the items are shuffled first, then the batches)."""
+    order = list(range(len(lengths)))
     if rng is not None:
         rng.shuffle(order)
     # Sort within windows of 50 batches: lengths group together, yet epochs still differ.
     window = batch_size * 50
     chunks: list[list[int]] = []
     for start in range(0, len(order), window):
-        block = sorted(order[start : start + window], key=lambda i: len(data.ids[i]))
+        block = sorted(order[start : start + window], key=lengths.__getitem__)
         chunks.extend(block[i : i + batch_size] for i in range(0, len(block), batch_size))
     if rng is not None:
         rng.shuffle(chunks)
-    for chunk in chunks:
+    return chunks
+
+
+def make_batches(data: Encoded, batch_size: int, rng: random.Random | None) -> Iterator[Batch]:
+    """Batches of similar length (less padding), in random order when `rng` is given."""
+    for chunk in length_batches([len(ids) for ids in data.ids], batch_size, rng):
         ids, lengths = pad_ids([data.ids[i] for i in chunk])
         yield (
             ids,
@@ -657,9 +666,7 @@ def _calibrate(
     return fit_and_apply(model, (dev.ids, dev.labels), evaluations)
 
 
-# Hand-written sets of text unlike the tweets (training/eval_data/README.md): reported in the
-# model card of every model whose labels they use, never used to choose anything.
-EVAL_DATA = Path(__file__).resolve().parent / "eval_data"
+# The hand-written sets (training.data.EVAL_DATA) every model card reports.
 OUT_OF_DOMAIN_SETS = ("reviews_handwritten", "ood_handwritten")
 # The shipped teacher's logits for the default corpus's training split (training/teacher.py).
 DEFAULT_TEACHER = Path(__file__).resolve().parent / "teacher_logits"
