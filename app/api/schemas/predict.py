@@ -40,7 +40,7 @@ class PredictRequest(BaseModel):
         allow_inf_nan=False,
         description=(
             "Mark each prediction `confident`: whether its `score` is at least this; omitted: "
-            "the APP_MIN_CONFIDENCE setting, and without one `confident` is left out."
+            "the APP_MIN_CONFIDENCE setting, and without one `confident` is null."
         ),
     )
 
