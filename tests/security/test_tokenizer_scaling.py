@@ -5,7 +5,9 @@ tokenizer runs on every request's text before any model work. For each adversari
 text and each entry point (`tokenize`, `token_norms`, `scan`, and a vocabulary's
 `encode_norms`), the call is timed on `N` and on `GROWTH * N` characters of that shape; linear
 code takes about `GROWTH` times as long, quadratic code about `GROWTH**2` times, so the ratio
-must stay under `MAX_RATIO`, which lies between the two.
+must stay under `MAX_RATIO`, halfway between the two on a log scale (`GROWTH**1.5`): a factor
+of 4 from each, so that cache and allocator effects, which can double a linear call's ratio on
+a busy machine, do not fail it, while a quadratic call fails by far.
 
 In process, no server. Timed, hence these precautions, so that it holds on a busy machine:
 - CPU time of this thread (`time.thread_time`), not wall time: on a loaded machine the
@@ -36,10 +38,10 @@ from training.tokenizer import Vocabulary, scan, token_norms, tokenize
 
 pytestmark = pytest.mark.slow
 
-N = 2_000
-GROWTH = 4
-MAX_RATIO = 6.0
-REPEATS = 5
+N = 1_000
+GROWTH = 16
+MAX_RATIO = GROWTH**1.5
+REPEATS = 3
 ATTEMPTS = 3
 MIN_SAMPLE_SECONDS = 0.001
 
