@@ -156,15 +156,33 @@ ci_torch_wheel() {
 # The serving image, tagged $1, through compose + deploy/compose.ci.yaml (host network, torch
 # from wheels/, BuildKit). Sets BUILD_SECONDS and IMAGE_MB. The caller exports APP_STREAM_SECRET
 # first: compose reads all of deploy/compose.ci.yaml, which requires it, even to build.
+#
+# Each check runs its own engine, so a second check would build the same image again (over a
+# minute). When RNN_SENTIMENT_CI_IMAGE_TAR names a file (.ci/run sets one for its checks), the
+# image built from a clean work tree is saved there with that tree's hash, and a later check
+# on the same tree loads it instead of building.
 ci_build_image() {
-    local image=$1 start=$SECONDS
-    say "building $image (compose + CI override, BuildKit)"
-    IMAGE=$image docker compose -p "rnn-sentiment-$CI_NAME-build" -f "$REPO/docker-compose.yml" \
-        -f "$REPO/deploy/compose.ci.yaml" build --progress plain >"$W/build.log" 2>&1 \
-        || { tail -n 40 "$W/build.log" >&2; fail "image build failed"; }
+    local image=$1 start=$SECONDS tar=${RNN_SENTIMENT_CI_IMAGE_TAR:-} tree=""
+    if [[ -n $tar ]] && [[ -z $(git -C "$REPO" status --porcelain --untracked-files=no) ]]; then
+        tree=$(git -C "$REPO" rev-parse 'HEAD^{tree}')
+    fi
+    if [[ -n $tree && -s $tar && $(cat "$tar.tree" 2>/dev/null) == "$tree" ]]; then
+        say "loading $image, built by an earlier check from this tree ($tar)"
+        docker load -i "$tar" >/dev/null || fail "docker load of $tar failed"
+        docker image inspect "$image" >/dev/null 2>&1 || fail "$tar does not hold $image"
+    else
+        say "building $image (compose + CI override, BuildKit)"
+        IMAGE=$image docker compose -p "rnn-sentiment-$CI_NAME-build" -f "$REPO/docker-compose.yml" \
+            -f "$REPO/deploy/compose.ci.yaml" build --progress plain >"$W/build.log" 2>&1 \
+            || { tail -n 40 "$W/build.log" >&2; fail "image build failed"; }
+        if [[ -n $tree ]]; then
+            docker save -o "$tar" "$image" || fail "docker save to $tar failed"
+            echo "$tree" >"$tar.tree"
+        fi
+    fi
     BUILD_SECONDS=$((SECONDS - start))
     IMAGE_MB=$(($(docker image inspect -f '{{.Size}}' "$image") / 1000000))
-    say "built in ${BUILD_SECONDS}s; image size ${IMAGE_MB} MB"
+    say "image ready in ${BUILD_SECONDS}s; size ${IMAGE_MB} MB"
 }
 
 # Stop the engine, unmount what it (or debootstrap) left, remove $W and the copied wheel.
