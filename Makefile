@@ -100,9 +100,13 @@ teacher: $(VENV)/.teacher ## Rebuild the teacher's logits that make train distil
 serve: $(VENV)/.runtime ## Run the service on the shipped default model (HOST, PORT, WORKERS)
 	$(PY) -m app
 
+# The suite's processes (pytest-xdist): most tests wait on servers and subprocesses, so 2 use
+# 2 cores well; PYTEST_WORKERS=0 runs it in this process alone.
+PYTEST_WORKERS ?= 2
+
 test: $(VENV)/.dev $(VENV)/.chromium $(VENV)/.prometheus ## Lint, type-check and run the whole test suite
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 test-fast: $(VENV)/.dev ## Run the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
