@@ -1,6 +1,6 @@
 """What /predict's forward pass costs per text with each of several checkpoints, in process.
 
-Every checkpoint is loaded as the service loads it (`Predictor`: the served dtype, padding and
+Every checkpoint is loaded as the service loads it (`predictor_for`: the served dtype, padding and
 TorchScript), then batches of `--sizes` texts drawn from bench/sentences.txt (the same texts
 for every checkpoint) go through `Predictor.predict_ids`, the call the batcher makes. Rounds
 alternate between the checkpoints so that both see the same moments of a shared machine; the
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.core.config import Settings  # noqa: E402
-from app.inference.predictor import Predictor  # noqa: E402
+from app.inference.runtime import predictor_for  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 
 SENTENCES = REPO / "bench" / "sentences.txt"
@@ -46,11 +46,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     settings = Settings()
-    dtype = getattr(torch, settings.inference_dtype)  # the setting names a torch dtype
-    predictors = {
-        str(path): Predictor(load_checkpoint(path), dtype=dtype, torchscript=settings.torchscript)
-        for path in args.models
-    }
+    predictors = {str(path): predictor_for(settings, load_checkpoint(path)) for path in args.models}
     texts = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()]
     rng = random.Random(0)
     draws = {size: [rng.sample(texts, size) for _ in range(args.batches)] for size in args.sizes}

@@ -153,11 +153,7 @@ class Runtime:
         loaded and verified here (raises `CheckpointError`), served as `name`."""
         if checkpoint is None:
             checkpoint = load_checkpoint(settings.model_dirs()[settings.default_model])
-        predictor = Predictor(
-            checkpoint,
-            dtype=_DTYPES[settings.inference_dtype],
-            torchscript=settings.torchscript,
-        )
+        predictor = predictor_for(settings, checkpoint)
         executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             if settings.inference_thread
@@ -412,6 +408,14 @@ class Runtime:
         return await self._text_work_or_503(
             _tokenized_chars(texts, max_chars), partial(_each_or_422, texts, field, encode)
         )
+
+
+def predictor_for(settings: Settings, checkpoint: Checkpoint) -> Predictor:
+    """`checkpoint` made ready to predict as `settings` say the service runs it (dtype of the
+    batched pass, TorchScript)."""
+    return Predictor(
+        checkpoint, dtype=_DTYPES[settings.inference_dtype], torchscript=settings.torchscript
+    )
 
 
 def pass_budget(predictor: Predictor, seconds: float) -> PassBudget:
